@@ -1,0 +1,115 @@
+//! `/v1/kv/...`: PUT, GET, DELETE of one key and the paged key listing.
+//! Handlers check every input (key, query, If-Match, body size) before the
+//! store is touched, so a refused request changes nothing.
+
+use super::error::ApiError;
+use super::params::{if_match, Query};
+use super::AppState;
+use crate::kv::WriteOutcome;
+use crate::types::{encode_key_bytes, Key, MAX_KEY_LEN};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+const KV_PREFIX: &str = "/v1/kv/";
+/// Largest page of a key listing.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+fn key_from(uri: &Uri) -> Result<Key, ApiError> {
+    let encoded = uri.path().strip_prefix(KV_PREFIX).unwrap_or("");
+    Ok(Key::from_url_path(encoded)?)
+}
+
+fn etag(version: crate::types::Version) -> [(header::HeaderName, HeaderValue); 2] {
+    let v = version.to_string();
+    [
+        (header::ETAG, HeaderValue::from_str(&format!("\"{v}\"")).expect("hex is a valid header")),
+        (header::HeaderName::from_static("x-hearsay-version"), HeaderValue::from_str(&v).expect("hex is a valid header")),
+    ]
+}
+
+fn written(outcome: WriteOutcome, created_status: StatusCode) -> Response {
+    let status = if outcome.created { created_status } else { StatusCode::NO_CONTENT };
+    (status, etag(outcome.version)).into_response()
+}
+
+/// Reads a request body of at most `max` bytes: a declared length over the
+/// limit is refused before reading, and the read itself stops at the limit.
+async fn read_limited(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ApiError::too_large(declared, max));
+    }
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(None, max)),
+        Err(e) => Err(ApiError::bad_request(format!("reading the request body failed: {e}"))),
+    }
+}
+
+pub async fn put(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let key = key_from(&uri)?;
+    let query = Query::parse(uri.query(), &["w"])?;
+    let _w = query.consistency("w")?;
+    let pre = if_match(&headers)?;
+    let value = read_limited(body, &headers, st.max_value_bytes).await?;
+    let outcome = st.kv.write(&key, Some(value), pre).await?;
+    Ok(written(outcome, StatusCode::CREATED))
+}
+
+pub async fn delete(State(st): State<AppState>, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+    let key = key_from(&uri)?;
+    let query = Query::parse(uri.query(), &["w"])?;
+    let _w = query.consistency("w")?;
+    let pre = if_match(&headers)?;
+    let outcome = st.kv.write(&key, None, pre).await?;
+    Ok(written(outcome, StatusCode::NO_CONTENT))
+}
+
+pub async fn get(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let key = key_from(&uri)?;
+    let query = Query::parse(uri.query(), &["r"])?;
+    let _r = query.consistency("r")?;
+    match st.kv.read(&key)? {
+        Some(crate::types::Record { version, value: Some(value) }) => {
+            let mut resp = (StatusCode::OK, etag(version), value).into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            Ok(resp)
+        }
+        _ => Err(ApiError::not_found(format!("key {} does not exist", key.to_url_path()))),
+    }
+}
+
+/// An empty key (`/v1/kv/`) is a bad request, not a missing route.
+pub async fn empty_key() -> ApiError {
+    ApiError::from(crate::types::KeyError::Empty)
+}
+
+#[derive(serde::Serialize)]
+pub struct ListBody {
+    /// Keys in byte order, percent-encoded as in `/v1/kv/{key}` URLs.
+    keys: Vec<String>,
+    /// Pass as `after=` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<String>,
+}
+
+pub async fn list(State(st): State<AppState>, uri: Uri) -> Result<Json<ListBody>, ApiError> {
+    let query = Query::parse(uri.query(), &["prefix", "limit", "after"])?;
+    let prefix = query.bytes("prefix").unwrap_or(b"");
+    let after = query.bytes("after");
+    for (name, v) in [("prefix", Some(prefix)), ("after", after)] {
+        if v.is_some_and(|v| v.len() > MAX_KEY_LEN) {
+            return Err(ApiError::bad_request(format!("{name} is longer than a key can be ({MAX_KEY_LEN} bytes)")));
+        }
+    }
+    let limit = query.usize_in("limit", 100, MAX_LIST_LIMIT)?;
+    let page = st.kv.list(prefix, after, limit)?;
+    let keys: Vec<String> = page.keys.iter().map(|k| encode_key_bytes(k)).collect();
+    let next_after = if page.more { keys.last().cloned() } else { None };
+    Ok(Json(ListBody { keys, next_after }))
+}

@@ -1,0 +1,79 @@
+//! The public and admin HTTP API (DESIGN.md §9): the router, the shared
+//! handler state, and two layers every route passes through: request metrics
+//! and JSON errors (so even axum's own rejections answer in JSON).
+
+pub mod admin;
+pub mod error;
+pub mod kv;
+pub mod params;
+
+use crate::kv::KvService;
+use crate::metrics::{HttpLabels, Metrics};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use error::ApiError;
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub kv: Arc<KvService>,
+    pub metrics: Arc<Metrics>,
+    pub node: String,
+    pub max_value_bytes: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/kv", get(kv::list))
+        .route("/v1/kv/", get(kv::empty_key).put(kv::empty_key).delete(kv::empty_key))
+        .route("/v1/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
+        .route("/health", get(admin::health))
+        .route("/ready", get(admin::ready))
+        .route("/metrics", get(admin::metrics))
+        .route("/admin/shards", get(admin::shards))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), track_metrics))
+        // The body limit is enforced in the handlers with a clear message;
+        // axum's default 2 MB cap must not pre-empt a larger --max-value-bytes.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn track_metrics(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().as_str().to_string();
+    let resp = next.run(req).await;
+    let labels = HttpLabels { method, route, status: resp.status().as_u16().to_string() };
+    st.metrics.observe_request(labels, start.elapsed().as_secs_f64());
+    resp
+}
+
+/// Rewrites any error response that is not already JSON (axum's 405, a
+/// rejected extractor) into the `{"error","message"}` shape.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = match body.collect().await {
+        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.trim().is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+    let err = ApiError::new(status, ApiError::code_for_status(status), message);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    (parts, err.body()).into_response()
+}

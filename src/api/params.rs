@@ -1,0 +1,67 @@
+//! Strict parsing of request inputs the router leaves raw: query strings
+//! (percent-decoded to bytes, unknown names refused) and `If-Match`.
+
+use super::error::ApiError;
+use crate::storage::Precondition;
+use crate::types::{decode_percent, Consistency, MAX_KEY_LEN};
+use axum::http::{header, HeaderMap};
+
+/// Decoded query parameters of one request.
+pub struct Query(Vec<(String, Vec<u8>)>);
+
+impl Query {
+    /// Parses `raw`, refusing names not in `allowed` (a typo such as `W=all`
+    /// must not silently fall back to a default) and values over 3 KiB.
+    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Query, ApiError> {
+        let mut out = Vec::new();
+        for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if !allowed.contains(&name) {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {:?}; this route takes: {}",
+                    name.chars().take(40).collect::<String>(),
+                    allowed.join(", ")
+                )));
+            }
+            if value.len() > 3 * MAX_KEY_LEN {
+                return Err(ApiError::bad_request(format!("query parameter {name} is too long")));
+            }
+            let decoded = decode_percent(value).map_err(|e| ApiError::bad_request(format!("query parameter {name}: {e}")))?;
+            out.push((name.to_string(), decoded));
+        }
+        Ok(Query(out))
+    }
+
+    pub fn bytes(&self, name: &str) -> Option<&[u8]> {
+        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+
+    pub fn text(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        self.bytes(name)
+            .map(|b| std::str::from_utf8(b).map_err(|_| ApiError::bad_request(format!("query parameter {name} is not UTF-8"))))
+            .transpose()
+    }
+
+    pub fn consistency(&self, name: &str) -> Result<Consistency, ApiError> {
+        Ok(self.text(name)?.map(str::parse).transpose()?.unwrap_or_default())
+    }
+
+    pub fn usize_in(&self, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+        let Some(text) = self.text(name)? else { return Ok(default) };
+        match text.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!("{name} must be an integer in 1..={max}, got {text:?}"))),
+        }
+    }
+}
+
+/// `If-Match: *` or `If-Match: "<version>"` (one entity tag) → a precondition.
+pub fn if_match(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    let Some(raw) = headers.get(header::IF_MATCH) else { return Ok(Precondition::None) };
+    let text = raw.to_str().map_err(|_| ApiError::bad_request("If-Match is not ASCII"))?.trim();
+    if text == "*" {
+        return Ok(Precondition::Exists);
+    }
+    let tag = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+    Ok(Precondition::VersionIs(tag.parse()?))
+}

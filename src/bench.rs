@@ -1,0 +1,175 @@
+//! `hearsay bench`: a closed-loop HTTP load generator. Each of `concurrency`
+//! workers sends one request at a time over keep-alive connections; latency
+//! goes into per-worker HDR histograms merged at the end. The `noop` workload
+//! (`GET /health`) measures the ceiling of server + HTTP + this client on the
+//! same machine, so the other workloads can be reported as a ratio of it.
+
+use crate::client::Client;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// `GET /health`: the ceiling.
+    Noop,
+    /// PUT random keys.
+    Put,
+    /// GET random keys (all preloaded first).
+    Get,
+    /// GET or PUT, `--read-percent` of them reads.
+    Mixed,
+}
+
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub concurrency: usize,
+    pub keys: u64,
+    pub value_size: usize,
+    pub duration: Duration,
+    /// Stop each phase after this many requests instead of after `duration`.
+    pub requests: Option<u64>,
+    pub read_percent: u8,
+    /// Query string added to kv requests, e.g. `w=one`.
+    pub query: String,
+    pub seed: u64,
+}
+
+/// The outcome of one workload phase.
+pub struct PhaseResult {
+    pub workload: Workload,
+    pub ok: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latency_us: Histogram<u64>,
+}
+
+impl PhaseResult {
+    pub fn throughput(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn percentile_ms(&self, q: f64) -> f64 {
+        self.latency_us.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+pub fn bench_key(i: u64) -> Vec<u8> {
+    format!("bench/{i:010}").into_bytes()
+}
+
+/// PUTs every key once (untimed), so GET workloads read real values.
+pub async fn preload(client: &Client, cfg: &BenchConfig) -> Result<(), String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let value = Bytes::from(vec![b'v'; cfg.value_size]);
+    let mut tasks = Vec::new();
+    for _ in 0..cfg.concurrency {
+        let (client, next, value, keys, query) = (client.clone(), next.clone(), value.clone(), cfg.keys, cfg.query.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= keys {
+                    return Ok(());
+                }
+                let resp = client.put(&bench_key(i), value.clone(), &query).await.map_err(|e| e.to_string())?;
+                if !resp.status.is_success() {
+                    return Err(format!("preload PUT failed: {} {}", resp.status, resp.error_message()));
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+/// Runs one workload against `client` and measures it.
+pub async fn run_phase(client: &Client, cfg: &BenchConfig, workload: Workload) -> PhaseResult {
+    let issued = Arc::new(AtomicU64::new(0));
+    let value = Bytes::from(vec![b'x'; cfg.value_size]);
+    let start = Instant::now();
+    let deadline = start + cfg.duration;
+    let mut tasks = Vec::new();
+    for worker in 0..cfg.concurrency {
+        let (client, issued, value, cfg) = (client.clone(), issued.clone(), value.clone(), cfg.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(cfg.seed ^ (worker as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let (mut ok, mut errors) = (0u64, 0u64);
+            loop {
+                let done = match cfg.requests {
+                    Some(n) => issued.fetch_add(1, Ordering::Relaxed) >= n,
+                    None => Instant::now() >= deadline,
+                };
+                if done {
+                    break;
+                }
+                let key = bench_key(rng.gen_range(0..cfg.keys.max(1)));
+                let read = match workload {
+                    Workload::Get => true,
+                    Workload::Mixed => rng.gen_range(0..100) < cfg.read_percent,
+                    _ => false,
+                };
+                let t = Instant::now();
+                let resp = match workload {
+                    Workload::Noop => client.get_path("/health").await,
+                    _ if read => client.get(&key, &cfg.query.replace("w=", "r=")).await,
+                    _ => client.put(&key, value.clone(), &cfg.query).await,
+                };
+                match resp {
+                    Ok(r) if r.status.is_success() => {
+                        ok += 1;
+                        let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (ok, errors, hist)
+        }));
+    }
+    let mut result = PhaseResult {
+        workload,
+        ok: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+    };
+    for t in tasks {
+        if let Ok((ok, errors, hist)) = t.await {
+            result.ok += ok;
+            result.errors += errors;
+            let _ = result.latency_us.add(hist);
+        }
+    }
+    result.elapsed = start.elapsed();
+    result
+}
+
+/// A table of phases with each throughput as a ratio of the `noop` phase.
+pub fn report(results: &[PhaseResult]) -> String {
+    let ceiling = results.iter().find(|r| r.workload == Workload::Noop).map(PhaseResult::throughput);
+    let mut out = format!(
+        "{:<8} {:>10} {:>8} {:>12} {:>9} {:>9} {:>9} {:>10}\n",
+        "workload", "ok", "errors", "req/s", "p50 ms", "p99 ms", "p999 ms", "x ceiling"
+    );
+    for r in results {
+        let ratio = ceiling.map_or_else(|| "-".to_string(), |c| format!("{:.2}", r.throughput() / c));
+        out.push_str(&format!(
+            "{:<8} {:>10} {:>8} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>10}\n",
+            format!("{:?}", r.workload).to_lowercase(),
+            r.ok,
+            r.errors,
+            r.throughput(),
+            r.percentile_ms(0.5),
+            r.percentile_ms(0.99),
+            r.percentile_ms(0.999),
+            ratio
+        ));
+    }
+    out
+}

@@ -1,0 +1,161 @@
+//! Time: the injectable wall [`Clock`] and the hybrid logical clock [`Hlc`]
+//! that stamps versions. The HLC never goes backwards: not when the wall clock
+//! steps back, not across restarts (it persists a high-water mark through
+//! [`HighWater`]), and it advances past every version it observes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Wall-clock milliseconds since the unix epoch; injectable for tests.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+}
+
+/// A clock tests set by hand, also backwards.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn new(ms: u64) -> Arc<ManualClock> {
+        Arc::new(ManualClock(AtomicU64::new(ms)))
+    }
+    pub fn set(&self, ms: u64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Where the HLC keeps its high-water mark so a restart resumes above it.
+pub trait HighWater: Send + Sync + 'static {
+    fn load(&self) -> Result<u64, crate::storage::StorageError>;
+    /// Must be durable when it returns.
+    fn store(&self, hwm: u64) -> Result<(), crate::storage::StorageError>;
+}
+
+/// How far ahead of the newest stamp the persisted mark is reserved, so the
+/// mark is written about once per this interval rather than on every write.
+const RESERVE_MS: u64 = 2_000;
+
+/// A hybrid logical clock: stamps are `unix_ms << 16 | logical`.
+pub struct Hlc {
+    clock: Arc<dyn Clock>,
+    last: AtomicU64,
+    reserved: Mutex<u64>,
+    high_water: Arc<dyn HighWater>,
+}
+
+impl Hlc {
+    /// Starts above the persisted high-water mark.
+    pub fn open(clock: Arc<dyn Clock>, high_water: Arc<dyn HighWater>) -> Result<Hlc, crate::storage::StorageError> {
+        let hwm = high_water.load()?;
+        Ok(Hlc { clock, last: AtomicU64::new(hwm), reserved: Mutex::new(hwm), high_water })
+    }
+
+    /// A fresh stamp, greater than every stamp issued or observed before.
+    pub fn now(&self) -> Result<u64, crate::storage::StorageError> {
+        let physical = self.clock.now_ms().min((1 << 48) - 1) << 16;
+        let mut prev = self.last.load(Ordering::SeqCst);
+        let stamp = loop {
+            let next = physical.max(prev + 1);
+            match self.last.compare_exchange_weak(prev, next, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break next,
+                Err(actual) => prev = actual,
+            }
+        };
+        self.reserve(stamp)?;
+        Ok(stamp)
+    }
+
+    /// Advances the clock past a stamp seen on a received version.
+    pub fn observe(&self, stamp: u64) -> Result<(), crate::storage::StorageError> {
+        let prev = self.last.fetch_max(stamp, Ordering::SeqCst);
+        if stamp > prev {
+            self.reserve(stamp)?;
+        }
+        Ok(())
+    }
+
+    /// The newest stamp issued or observed.
+    pub fn last(&self) -> u64 {
+        self.last.load(Ordering::SeqCst)
+    }
+
+    fn reserve(&self, stamp: u64) -> Result<(), crate::storage::StorageError> {
+        let mut reserved = self.reserved.lock().expect("hlc lock");
+        if stamp > *reserved {
+            let next = stamp.saturating_add(RESERVE_MS << 16);
+            self.high_water.store(next)?;
+            *reserved = next;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StorageError;
+
+    #[derive(Default)]
+    struct Cell(Mutex<u64>);
+    impl HighWater for Cell {
+        fn load(&self) -> Result<u64, StorageError> {
+            Ok(*self.0.lock().unwrap())
+        }
+        fn store(&self, hwm: u64) -> Result<(), StorageError> {
+            *self.0.lock().unwrap() = hwm;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn monotonic_when_the_wall_clock_steps_back() {
+        let clock = ManualClock::new(1_000_000);
+        let hlc = Hlc::open(clock.clone(), Arc::new(Cell::default())).unwrap();
+        let a = hlc.now().unwrap();
+        clock.set(10);
+        let b = hlc.now().unwrap();
+        let c = hlc.now().unwrap();
+        assert!(a < b && b < c);
+        clock.set(2_000_000);
+        let d = hlc.now().unwrap();
+        assert_eq!(d, 2_000_000 << 16);
+    }
+
+    #[test]
+    fn observe_moves_past_remote_stamps() {
+        let clock = ManualClock::new(5);
+        let hlc = Hlc::open(clock, Arc::new(Cell::default())).unwrap();
+        hlc.observe(99 << 16).unwrap();
+        assert!(hlc.now().unwrap() > 99 << 16);
+    }
+
+    #[test]
+    fn monotonic_across_restart_even_if_the_clock_went_back() {
+        let hw = Arc::new(Cell::default());
+        let clock = ManualClock::new(1_000_000);
+        let issued = {
+            let hlc = Hlc::open(clock.clone(), hw.clone()).unwrap();
+            (0..1000).map(|_| hlc.now().unwrap()).max().unwrap()
+        };
+        clock.set(1);
+        let hlc = Hlc::open(clock, hw).unwrap();
+        assert!(hlc.now().unwrap() > issued);
+    }
+}

@@ -1,0 +1,105 @@
+//! The node's read/write path for one key: stamps versions with the HLC,
+//! applies records to local storage, waits for durability under
+//! `--sync=always`, and lists keys across shards.
+
+use crate::clock::Hlc;
+use crate::storage::group_commit::GroupCommit;
+use crate::storage::{Applied, Precondition, Storage, StorageError};
+use crate::types::{shard_of, Key, NodeId, Record, Version};
+use bytes::Bytes;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("precondition failed: the key's current version is {}", current.map_or("absent".to_string(), |v| v.to_string()))]
+    PreconditionFailed { current: Option<Version> },
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub version: Version,
+    /// The key held no live value before.
+    pub created: bool,
+}
+
+/// One page of a key listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<Bytes>,
+    /// More keys follow the last one.
+    pub more: bool,
+}
+
+pub struct KvService {
+    storage: Arc<dyn Storage>,
+    hlc: Arc<Hlc>,
+    node: NodeId,
+    commit: Option<GroupCommit>,
+}
+
+impl KvService {
+    pub fn new(storage: Arc<dyn Storage>, hlc: Arc<Hlc>, node: NodeId, commit: Option<GroupCommit>) -> KvService {
+        KvService { storage, hlc, node, commit }
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// Writes a value (`Some`) or a tombstone (`None`) under a fresh version.
+    pub async fn write(&self, key: &Key, value: Option<Bytes>, pre: Precondition) -> Result<WriteOutcome, KvError> {
+        let shard = shard_of(key.as_bytes(), self.storage.shard_count());
+        let version = Version { hlc: self.hlc.now()?, node: self.node.tag() };
+        let record = Record { version, value };
+        let created = match self.storage.apply(shard, key.as_bytes(), &record, pre)? {
+            Applied::Stored { previous } => previous.is_none_or(|p| p.is_tombstone()),
+            // A concurrent write with a higher version won; ours is still a
+            // valid (superseded) write, as under any last-writer-wins store.
+            Applied::Stale { .. } => false,
+            Applied::PreconditionFailed { current } => {
+                return Err(KvError::PreconditionFailed { current: current.filter(|r| !r.is_tombstone()).map(|r| r.version) })
+            }
+        };
+        if let Some(commit) = &self.commit {
+            commit.wait_durable().await?;
+        }
+        Ok(WriteOutcome { version, created })
+    }
+
+    pub fn read(&self, key: &Key) -> Result<Option<Record>, KvError> {
+        let shard = shard_of(key.as_bytes(), self.storage.shard_count());
+        Ok(self.storage.get(shard, key.as_bytes())?)
+    }
+
+    /// Live keys starting with `prefix` and greater than `after`, in byte
+    /// order, at most `limit`: each shard contributes its first `limit`
+    /// matches and the merge keeps the smallest.
+    pub fn list(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<KeyPage, KvError> {
+        let mut all = Vec::new();
+        for s in 0..self.storage.shard_count() {
+            all.extend(self.live_keys(crate::types::ShardId(s), prefix, after, limit + 1)?);
+        }
+        all.sort_unstable();
+        let more = all.len() > limit;
+        all.truncate(limit);
+        Ok(KeyPage { keys: all, more })
+    }
+
+    fn live_keys(&self, shard: crate::types::ShardId, prefix: &[u8], after: Option<&[u8]>, want: usize) -> Result<Vec<Bytes>, KvError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<Bytes> = after.map(Bytes::copy_from_slice);
+        loop {
+            let page = self.storage.scan(shard, prefix, cursor.as_deref(), want)?;
+            let exhausted = page.len() < want;
+            cursor = page.last().map(|(k, _)| k.clone());
+            out.extend(page.into_iter().filter(|(_, r)| !r.is_tombstone()).map(|(k, _)| k));
+            if out.len() >= want || exhausted {
+                out.truncate(want);
+                return Ok(out);
+            }
+        }
+    }
+}

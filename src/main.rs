@@ -1,0 +1,301 @@
+//! The `hearsay` command line: the server, a local cluster, client commands,
+//! the load generator and maintenance. The only place `anyhow` is used.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hearsay::bench::{self, BenchConfig, Workload};
+use hearsay::client::Client;
+use hearsay::config::{NodeConfig, SyncMode, DEFAULT_CACHE_BYTES, DEFAULT_MAX_VALUE_BYTES};
+use hearsay::process::{ChildNode, LISTENING_PREFIX};
+use hearsay::types::NodeId;
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "hearsay", version, about = "An eventually consistent, replicated key-value store")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "HEARSAY_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Store a value (from the argument, --file, or stdin).
+    Put {
+        #[command(flatten)]
+        target: Target,
+        key: String,
+        value: Option<String>,
+        /// Read the value from this file ("-" for stdin).
+        #[arg(long, conflicts_with = "value")]
+        file: Option<PathBuf>,
+    },
+    /// Print a value to stdout.
+    Get {
+        #[command(flatten)]
+        target: Target,
+        key: String,
+    },
+    /// Delete a key (writes a tombstone).
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        key: String,
+    },
+    /// Exit 0 if the node answers /health (for container health checks).
+    Health {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Generate load and print throughput and latency percentiles.
+    Bench(BenchArgs),
+    /// Bring a data dir to the current on-disk format and exit.
+    Migrate {
+        #[arg(long, env = "HEARSAY_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// This node's name, unique in the cluster.
+    #[arg(long, env = "HEARSAY_NODE_ID", default_value = "n1")]
+    node_id: String,
+    /// Address to listen on.
+    #[arg(long, env = "HEARSAY_LISTEN", default_value = "127.0.0.1:7000")]
+    listen: String,
+    /// Address other nodes use to reach this one (default: the listen address).
+    #[arg(long, env = "HEARSAY_ADVERTISE")]
+    advertise: Option<String>,
+    /// Where the node keeps its data.
+    #[arg(long, env = "HEARSAY_DATA_DIR", default_value = "hearsay-data")]
+    data_dir: PathBuf,
+    /// Shards of a new cluster (fixed once created; default 64).
+    #[arg(long, env = "HEARSAY_SHARDS")]
+    shards: Option<u32>,
+    /// When writes are flushed to disk.
+    #[arg(long, env = "HEARSAY_SYNC", value_enum, default_value_t = SyncMode::Periodic)]
+    sync: SyncMode,
+    /// Largest value accepted, in bytes.
+    #[arg(long, env = "HEARSAY_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
+    max_value_bytes: usize,
+    /// sled page cache, in bytes.
+    #[arg(long, env = "HEARSAY_CACHE_BYTES", default_value_t = DEFAULT_CACHE_BYTES)]
+    cache_bytes: u64,
+}
+
+#[derive(Args)]
+struct Target {
+    /// The node to talk to.
+    #[arg(long, env = "HEARSAY_NODE", default_value = "http://127.0.0.1:7000")]
+    node: String,
+    /// Extra query, e.g. "w=all" or "r=quorum".
+    #[arg(long, default_value = "")]
+    query: String,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Node to load; without it, a fresh local node is started for the run.
+    #[arg(long)]
+    target: Option<String>,
+    /// --sync of the node started when no --target is given.
+    #[arg(long, value_enum, default_value_t = SyncMode::Periodic)]
+    sync: SyncMode,
+    /// Workloads to run in order; `noop` is the ceiling the others are compared with.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "noop,put,get")]
+    workloads: Vec<Workload>,
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    #[arg(long, default_value_t = 1024)]
+    value_size: usize,
+    /// Seconds per workload.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Requests per workload (instead of --duration).
+    #[arg(long)]
+    requests: Option<u64>,
+    #[arg(long, default_value_t = 90)]
+    read_percent: u8,
+    /// Query added to kv requests, e.g. "w=one".
+    #[arg(long, default_value = "")]
+    query: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(cli.command))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HEARSAY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Put { target, key, value, file } => {
+            let body = match (value, file) {
+                (Some(v), _) => Bytes::from(v),
+                (None, Some(path)) if path.as_os_str() == "-" => read_stdin()?,
+                (None, Some(path)) => Bytes::from(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?),
+                (None, None) => read_stdin()?,
+            };
+            let resp = client(&target)?.put(key.as_bytes(), body, &target.query).await?;
+            expect_success(&resp)?;
+            println!("{}", resp.header("x-hearsay-version").unwrap_or(""));
+            Ok(())
+        }
+        Command::Get { target, key } => {
+            let resp = client(&target)?.get(key.as_bytes(), &target.query).await?;
+            expect_success(&resp)?;
+            std::io::stdout().write_all(&resp.body)?;
+            Ok(())
+        }
+        Command::Delete { target, key } => {
+            let resp = client(&target)?.delete(key.as_bytes(), &target.query).await?;
+            expect_success(&resp)
+        }
+        Command::Health { target } => {
+            let resp = client(&target)?.with_timeout(Duration::from_secs(3)).get_path("/health").await?;
+            expect_success(&resp)
+        }
+        Command::Bench(args) => run_bench(args).await,
+        Command::Migrate { data_dir } => {
+            let db = sled::Config::new().path(&data_dir).open().with_context(|| format!("opening {}", data_dir.display()))?;
+            let report = migrations::run(&db)?;
+            db.flush()?;
+            println!("data dir {} is at format v{} (was v{}; applied: {:?})", data_dir.display(), report.to, report.from, report.applied);
+            Ok(())
+        }
+    }
+}
+
+fn client(target: &Target) -> Result<Client> {
+    Ok(Client::new(&target.node)?)
+}
+
+fn read_stdin() -> Result<Bytes> {
+    let mut buf = Vec::new();
+    std::io::stdin().read_to_end(&mut buf)?;
+    Ok(Bytes::from(buf))
+}
+
+fn expect_success(resp: &hearsay::client::Response) -> Result<()> {
+    if !resp.status.is_success() {
+        bail!("{}: {}", resp.status, resp.error_message());
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let node_id = NodeId::new(&args.node_id)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let config = NodeConfig {
+        advertise: args.advertise.or_else(|| Some(addr.to_string())),
+        shards: args.shards,
+        sync: args.sync,
+        max_value_bytes: args.max_value_bytes,
+        cache_bytes: args.cache_bytes,
+        ..NodeConfig::new(node_id, args.data_dir)
+    };
+    let storage = hearsay::node::open_storage(&config).await?;
+    // Printed only once storage is open, so whoever waits for it can send requests.
+    println!("{LISTENING_PREFIX}http://{addr}");
+    std::io::stdout().flush()?;
+    hearsay::node::run_with_storage(listener, config, storage, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+async fn run_bench(args: BenchArgs) -> Result<()> {
+    let cfg = BenchConfig {
+        concurrency: args.concurrency.max(1),
+        keys: args.keys.max(1),
+        value_size: args.value_size,
+        duration: Duration::from_secs(args.duration.max(1)),
+        requests: args.requests,
+        read_percent: args.read_percent.min(100),
+        query: args.query,
+        seed: args.seed,
+    };
+    let mut local = None;
+    let url = match args.target {
+        Some(url) => url,
+        None => {
+            let dir = std::env::temp_dir().join(format!("hearsay-bench-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let node_args = vec![
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--data-dir".into(),
+                dir.display().to_string(),
+                "--sync".into(),
+                format!("{:?}", args.sync).to_lowercase(),
+            ];
+            let node = ChildNode::spawn(&std::env::current_exe()?, &node_args, None, Duration::from_secs(30))?;
+            eprintln!("started a local node at {} (sync={:?}, data in {})", node.url, args.sync, dir.display());
+            let url = node.url.clone();
+            local = Some((node, dir));
+            url
+        }
+    };
+    let client = Client::new(&url)?;
+    eprintln!("bench: {} workers, {} keys, {} B values, {:?} per workload", cfg.concurrency, cfg.keys, cfg.value_size, cfg.duration);
+    let mut results = Vec::new();
+    for workload in &args.workloads {
+        if matches!(workload, Workload::Get | Workload::Mixed) && !results.iter().any(|r: &bench::PhaseResult| r.workload == Workload::Get)
+        {
+            eprintln!("preloading {} keys...", cfg.keys);
+            bench::preload(&client, &cfg).await.map_err(anyhow::Error::msg)?;
+        }
+        eprintln!("running {workload:?}...");
+        results.push(bench::run_phase(&client, &cfg, *workload).await);
+    }
+    print!("{}", bench::report(&results));
+    if let Some((mut node, dir)) = local {
+        node.terminate()?;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Prometheus metrics of a node: one registry, the metric families every part
+//! updates, and the text rendering served at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    pub shard: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_latency: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    pub shard_keys: Family<ShardLabels, Gauge>,
+    pub shard_records: Family<ShardLabels, Gauge>,
+    pub storage_bytes: Gauge<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("hearsay");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_latency = Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let shard_keys = Family::<ShardLabels, Gauge>::default();
+        let shard_records = Family::<ShardLabels, Gauge>::default();
+        let storage_bytes = Gauge::<u64, AtomicU64>::default();
+        registry.register("http_requests", "HTTP requests served, by route and status", http_requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency, by route and status", http_latency.clone());
+        registry.register("shard_keys", "Live keys stored per shard on this node", shard_keys.clone());
+        registry.register("shard_records", "Records (values and tombstones) per shard on this node", shard_records.clone());
+        registry.register("storage_bytes", "Bytes the storage engine occupies on disk", storage_bytes.clone());
+        Metrics { registry, http_requests, http_latency, shard_keys, shard_records, storage_bytes }
+    }
+
+    pub fn observe_request(&self, labels: HttpLabels, seconds: f64) {
+        self.http_latency.get_or_create(&labels).observe(seconds);
+        self.http_requests.get_or_create(&labels).inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

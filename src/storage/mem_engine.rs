@@ -1,0 +1,96 @@
+//! The in-memory engine for tests: a `BTreeMap` per shard behind a lock.
+//! [`MemStorage::reopen`] hands out a new handle over the same maps, which is
+//! what a restart looks like to an engine that keeps everything it was given.
+
+use super::{check_shard, count_delta, decide, Applied, Page, Precondition, ShardCounts, Storage, StorageError};
+use crate::types::{Record, ShardId};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, RwLock};
+
+type Shard = RwLock<(BTreeMap<Bytes, Record>, ShardCounts)>;
+
+struct Inner {
+    shards: Vec<Shard>,
+    meta: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+#[derive(Clone)]
+pub struct MemStorage(Arc<Inner>);
+
+impl MemStorage {
+    pub fn new(shards: u32) -> MemStorage {
+        let shards = (0..shards).map(|_| RwLock::new((BTreeMap::new(), ShardCounts::default()))).collect();
+        MemStorage(Arc::new(Inner { shards, meta: Mutex::new(HashMap::new()) }))
+    }
+
+    /// A fresh handle over the same data, as after a clean restart.
+    pub fn reopen(&self) -> MemStorage {
+        MemStorage(self.0.clone())
+    }
+
+    fn shard(&self, shard: ShardId) -> Result<&Shard, StorageError> {
+        Ok(&self.0.shards[check_shard(shard, self.shard_count())?])
+    }
+}
+
+impl Storage for MemStorage {
+    fn shard_count(&self) -> u32 {
+        self.0.shards.len() as u32
+    }
+
+    fn get(&self, shard: ShardId, key: &[u8]) -> Result<Option<Record>, StorageError> {
+        Ok(self.shard(shard)?.read().expect("shard lock").0.get(key).cloned())
+    }
+
+    fn apply(&self, shard: ShardId, key: &[u8], record: &Record, pre: Precondition) -> Result<Applied, StorageError> {
+        let mut guard = self.shard(shard)?.write().expect("shard lock");
+        let (map, counts) = &mut *guard;
+        let current = map.get(key);
+        if let Some(outcome) = decide(current, record, pre) {
+            return Ok(outcome);
+        }
+        let (live, records) = count_delta(current, record);
+        counts.live = counts.live.saturating_add_signed(live);
+        counts.records = counts.records.saturating_add_signed(records);
+        let previous = map.insert(Bytes::copy_from_slice(key), record.clone());
+        Ok(Applied::Stored { previous })
+    }
+
+    fn scan(&self, shard: ShardId, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Page, StorageError> {
+        let guard = self.shard(shard)?.read().expect("shard lock");
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        Ok(guard
+            .0
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect())
+    }
+
+    fn counts(&self, shard: ShardId) -> ShardCounts {
+        self.0.shards.get(shard.0 as usize).map_or_else(ShardCounts::default, |s| s.read().expect("shard lock").1)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        0
+    }
+
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.0.meta.lock().expect("meta lock").get(key).cloned())
+    }
+
+    fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.0.meta.lock().expect("meta lock").insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+}

@@ -1,0 +1,169 @@
+//! Storage: the [`Storage`] trait every engine implements, its error type,
+//! and the rules shared by all engines (last-writer-wins apply, preconditions).
+//! Engines: [`sled_engine`] (production) and [`mem_engine`] (tests). The
+//! on-disk record layout is in [`codec`]; grouped fsync in [`group_commit`].
+//! Nothing here knows about HTTP, peers or placement.
+
+pub mod codec;
+pub mod group_commit;
+pub mod mem_engine;
+pub mod sled_engine;
+
+use crate::types::{Record, ShardId, Version};
+use bytes::Bytes;
+
+/// What went wrong in a storage engine, in the caller's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] sled::Error),
+    #[error("stored record for a key is corrupt: {0}")]
+    Corrupt(String),
+    #[error("data dir has {stored} shards but {requested} were requested; the shard count is fixed when a cluster is created")]
+    ShardCountMismatch { stored: u32, requested: u32 },
+    #[error("data dir belongs to node {stored:?}, not {requested:?}")]
+    NodeMismatch { stored: String, requested: String },
+    #[error("shard count must be 1..=65536, got {0}")]
+    BadShardCount(u32),
+    #[error(transparent)]
+    Migration(#[from] migrations::MigrationError),
+    #[error("flushing to disk failed; the write is applied but not known to be durable")]
+    FlushFailed,
+    #[error("shard {shard} does not exist (the store has {shards} shards)")]
+    NoSuchShard { shard: u32, shards: u32 },
+}
+
+/// A condition the current record must meet for an apply to proceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Last writer wins, nothing else.
+    None,
+    /// The key must hold a live value (HTTP `If-Match: *`).
+    Exists,
+    /// The key must hold a live value with exactly this version (`If-Match: "<etag>"`).
+    VersionIs(Version),
+}
+
+impl Precondition {
+    pub fn holds(&self, current: Option<&Record>) -> bool {
+        let live = current.filter(|r| !r.is_tombstone());
+        match self {
+            Precondition::None => true,
+            Precondition::Exists => live.is_some(),
+            Precondition::VersionIs(v) => live.is_some_and(|r| r.version == *v),
+        }
+    }
+}
+
+/// The result of [`Storage::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The record replaced `previous` (or was the first for its key).
+    Stored { previous: Option<Record> },
+    /// The store already holds this version or a newer one; nothing changed.
+    Stale { current: Record },
+    /// The precondition did not hold; nothing changed.
+    PreconditionFailed { current: Option<Record> },
+}
+
+/// Record counts of one shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ShardCounts {
+    /// Keys holding a value.
+    pub live: u64,
+    /// Records including tombstones.
+    pub records: u64,
+}
+
+/// A page of a shard's records in key order.
+pub type Page = Vec<(Bytes, Record)>;
+
+/// A node's record store: one ordered map per shard, plus a small meta map.
+pub trait Storage: Send + Sync + 'static {
+    fn shard_count(&self) -> u32;
+
+    fn get(&self, shard: ShardId, key: &[u8]) -> Result<Option<Record>, StorageError>;
+
+    /// Stores `record` if its version is newer than the current one and the
+    /// precondition holds, atomically per key: concurrent applies of
+    /// different versions of one key end at the highest.
+    fn apply(&self, shard: ShardId, key: &[u8], record: &Record, pre: Precondition) -> Result<Applied, StorageError>;
+
+    /// Up to `limit` records with keys `> after` that start with `prefix`, in key order.
+    fn scan(&self, shard: ShardId, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Page, StorageError>;
+
+    fn counts(&self, shard: ShardId) -> ShardCounts;
+
+    /// Makes every apply that returned before this call durable.
+    fn flush(&self) -> Result<(), StorageError>;
+
+    /// Bytes the engine occupies on disk (0 for memory).
+    fn size_on_disk(&self) -> u64;
+
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StorageError>;
+}
+
+/// Meta key of the HLC high-water mark.
+pub const META_HLC_HWM: &str = "hlc_hwm";
+/// Meta key of the node name that owns the data dir.
+pub const META_NODE_ID: &str = "node_id";
+/// Meta key of the shard count.
+pub const META_SHARDS: &str = "shards";
+/// Shards in a new cluster when `--shards` is not given.
+pub const DEFAULT_SHARDS: u32 = 64;
+
+/// Decides the last-writer-wins outcome of applying `record` over `current`.
+/// Shared by every engine so they cannot disagree.
+pub fn decide(current: Option<&Record>, record: &Record, pre: Precondition) -> Option<Applied> {
+    if !pre.holds(current) {
+        return Some(Applied::PreconditionFailed { current: current.cloned() });
+    }
+    match current {
+        Some(cur) if cur.version >= record.version => Some(Applied::Stale { current: cur.clone() }),
+        _ => None,
+    }
+}
+
+/// The change in counts when `previous` is replaced by `next`.
+pub(crate) fn count_delta(previous: Option<&Record>, next: &Record) -> (i64, i64) {
+    let live = |r: Option<&Record>| i64::from(r.is_some_and(|r| !r.is_tombstone()));
+    (live(Some(next)) - live(previous), i64::from(previous.is_none()))
+}
+
+/// Checks a shard id against the store's shard count.
+pub(crate) fn check_shard(shard: ShardId, shards: u32) -> Result<usize, StorageError> {
+    if shard.0 < shards {
+        Ok(shard.0 as usize)
+    } else {
+        Err(StorageError::NoSuchShard { shard: shard.0, shards })
+    }
+}
+
+/// Persists the HLC high-water mark in the meta map.
+pub struct MetaHighWater(pub std::sync::Arc<dyn Storage>);
+
+impl crate::clock::HighWater for MetaHighWater {
+    fn load(&self) -> Result<u64, StorageError> {
+        match self.0.meta_get(META_HLC_HWM)? {
+            None => Ok(0),
+            Some(b) => Ok(u64::from_be_bytes(b.as_slice().try_into().map_err(|_| StorageError::Corrupt("hlc high-water mark".into()))?)),
+        }
+    }
+    fn store(&self, hwm: u64) -> Result<(), StorageError> {
+        self.0.meta_put(META_HLC_HWM, &hwm.to_be_bytes())?;
+        self.0.flush()
+    }
+}
+
+/// Binds a store to a node: a fresh store takes the node's name, an existing
+/// one must already carry it.
+pub fn claim_for_node(storage: &dyn Storage, node: &str) -> Result<(), StorageError> {
+    match storage.meta_get(META_NODE_ID)? {
+        None => storage.meta_put(META_NODE_ID, node.as_bytes()),
+        Some(stored) if stored == node.as_bytes() => Ok(()),
+        Some(stored) => {
+            Err(StorageError::NodeMismatch { stored: String::from_utf8_lossy(&stored).into_owned(), requested: node.to_string() })
+        }
+    }
+}

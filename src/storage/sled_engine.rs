@@ -1,0 +1,163 @@
+//! The sled engine: one `sled::Db` per node; trees `meta` and `shard/NNNNN`
+//! (key → [`codec`](super::codec) record). Per-key atomicity comes from
+//! sled's compare-and-swap; shard counts live in memory, rebuilt at open.
+
+use super::{check_shard, codec, count_delta, decide, Applied, Page, Precondition, ShardCounts, Storage, StorageError};
+use super::{DEFAULT_SHARDS, META_SHARDS};
+use crate::types::{Record, ShardId};
+use bytes::Bytes;
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// How to open a data dir.
+#[derive(Debug, Clone)]
+pub struct SledOptions {
+    pub path: PathBuf,
+    /// `None`: the stored count, or [`DEFAULT_SHARDS`] for a new dir.
+    pub shards: Option<u32>,
+    /// sled's page cache; bounds the engine's memory.
+    pub cache_bytes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    live: AtomicI64,
+    records: AtomicI64,
+}
+
+pub struct SledStorage {
+    db: sled::Db,
+    meta: sled::Tree,
+    shards: Vec<sled::Tree>,
+    counts: Vec<Counters>,
+}
+
+pub fn shard_tree_name(shard: u32) -> String {
+    format!("shard/{shard:05}")
+}
+
+impl SledStorage {
+    /// Opens (or creates) a data dir: runs pending format migrations, checks
+    /// the shard count, opens every shard tree and counts its records.
+    pub fn open(opts: &SledOptions) -> Result<SledStorage, StorageError> {
+        if let Some(s) = opts.shards {
+            if s == 0 || s > 65_536 {
+                return Err(StorageError::BadShardCount(s));
+            }
+        }
+        let db = sled::Config::new().path(&opts.path).cache_capacity(opts.cache_bytes).open()?;
+        migrations::run(&db)?;
+        let meta = db.open_tree(migrations::META_TREE)?;
+        let shards = match meta.get(META_SHARDS)? {
+            Some(raw) => {
+                let stored = u32::from_be_bytes(raw.as_ref().try_into().map_err(|_| StorageError::Corrupt("stored shard count".into()))?);
+                if let Some(requested) = opts.shards.filter(|r| *r != stored) {
+                    return Err(StorageError::ShardCountMismatch { stored, requested });
+                }
+                stored
+            }
+            None => {
+                let s = opts.shards.unwrap_or(DEFAULT_SHARDS);
+                meta.insert(META_SHARDS, &s.to_be_bytes())?;
+                db.flush()?;
+                s
+            }
+        };
+        let mut trees = Vec::with_capacity(shards as usize);
+        let mut counts = Vec::with_capacity(shards as usize);
+        for s in 0..shards {
+            let tree = db.open_tree(shard_tree_name(s))?;
+            let c = Counters::default();
+            for item in tree.iter() {
+                let (_, v) = item?;
+                let rec = codec::decode(&v)?;
+                c.records.fetch_add(1, Ordering::Relaxed);
+                c.live.fetch_add(i64::from(!rec.is_tombstone()), Ordering::Relaxed);
+            }
+            trees.push(tree);
+            counts.push(c);
+        }
+        Ok(SledStorage { db, meta, shards: trees, counts })
+    }
+
+    fn tree(&self, shard: ShardId) -> Result<&sled::Tree, StorageError> {
+        Ok(&self.shards[check_shard(shard, self.shard_count())?])
+    }
+}
+
+impl Storage for SledStorage {
+    fn shard_count(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    fn get(&self, shard: ShardId, key: &[u8]) -> Result<Option<Record>, StorageError> {
+        self.tree(shard)?.get(key)?.map(|v| codec::decode(&v)).transpose()
+    }
+
+    fn apply(&self, shard: ShardId, key: &[u8], record: &Record, pre: Precondition) -> Result<Applied, StorageError> {
+        let tree = self.tree(shard)?;
+        let encoded = codec::encode(record);
+        loop {
+            let raw = tree.get(key)?;
+            let current = raw.as_ref().map(|v| codec::decode(v)).transpose()?;
+            if let Some(outcome) = decide(current.as_ref(), record, pre) {
+                return Ok(outcome);
+            }
+            // Lost a race with another writer of this key: re-read and decide again.
+            if tree.compare_and_swap(key, raw, Some(encoded.as_slice()))?.is_err() {
+                continue;
+            }
+            let (live, records) = count_delta(current.as_ref(), record);
+            let c = &self.counts[shard.0 as usize];
+            c.live.fetch_add(live, Ordering::Relaxed);
+            c.records.fetch_add(records, Ordering::Relaxed);
+            return Ok(Applied::Stored { previous: current });
+        }
+    }
+
+    fn scan(&self, shard: ShardId, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Page, StorageError> {
+        let tree = self.tree(shard)?;
+        let iter = match after {
+            Some(a) if a >= prefix => tree.range::<&[u8], _>((Bound::Excluded(a), Bound::Unbounded)),
+            _ => tree.range::<&[u8], _>((Bound::Included(prefix), Bound::Unbounded)),
+        };
+        let mut page = Vec::new();
+        for item in iter {
+            if page.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            page.push((Bytes::copy_from_slice(&k), codec::decode(&v)?));
+        }
+        Ok(page)
+    }
+
+    fn counts(&self, shard: ShardId) -> ShardCounts {
+        self.counts.get(shard.0 as usize).map_or_else(ShardCounts::default, |c| ShardCounts {
+            live: c.live.load(Ordering::Relaxed).max(0) as u64,
+            records: c.records.load(Ordering::Relaxed).max(0) as u64,
+        })
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.meta.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.meta.insert(key, value)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! Model-based property test: both storage engines against a `BTreeMap` model
+//! under random apply / get / scan / restart sequences, and the HLC across a
+//! real reopen of a sled data dir.
+
+use bytes::Bytes;
+use hearsay::clock::{Hlc, ManualClock};
+use hearsay::storage::mem_engine::MemStorage;
+use hearsay::storage::sled_engine::{SledOptions, SledStorage};
+use hearsay::storage::{Applied, MetaHighWater, Precondition, ShardCounts, Storage};
+use hearsay::types::{shard_of, Record, ShardId, Version};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const SHARDS: u32 = 4;
+const KEYS: &[&[u8]] = &[b"a", b"ab", b"abc", b"b", b"b/1", b"b/2", b"ba", &[0xff], &[0xff, 0x00], b"c"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Apply { key: usize, hlc: u64, node: u64, value: Option<Vec<u8>>, pre: u8 },
+    Get { key: usize },
+    Scan { shard: u32, prefix: usize, after: Option<usize>, limit: usize },
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..KEYS.len(), 0..12u64, 0..3u64, proptest::option::weighted(0.75, proptest::collection::vec(any::<u8>(), 0..20)), 0..6u8)
+            .prop_map(|(key, hlc, node, value, pre)| Op::Apply { key, hlc, node, value, pre }),
+        3 => (0..KEYS.len()).prop_map(|key| Op::Get { key }),
+        2 => (0..SHARDS, 0..4usize, proptest::option::of(0..KEYS.len()), 1..5usize)
+            .prop_map(|(shard, prefix, after, limit)| Op::Scan { shard, prefix, after, limit }),
+        1 => Just(Op::Restart),
+    ]
+}
+
+/// The model: what last-writer-wins means, written as plainly as possible.
+#[derive(Default)]
+struct Model(BTreeMap<(u32, Vec<u8>), Record>);
+
+impl Model {
+    fn apply(&mut self, key: &[u8], rec: &Record, pre: Precondition) -> Applied {
+        let k = (shard_of(key, SHARDS).0, key.to_vec());
+        let current = self.0.get(&k).cloned();
+        let live = current.as_ref().filter(|r| r.value.is_some());
+        let holds = match pre {
+            Precondition::None => true,
+            Precondition::Exists => live.is_some(),
+            Precondition::VersionIs(v) => live.is_some_and(|r| r.version == v),
+        };
+        if !holds {
+            return Applied::PreconditionFailed { current };
+        }
+        if let Some(cur) = current.clone().filter(|c| c.version >= rec.version) {
+            return Applied::Stale { current: cur };
+        }
+        self.0.insert(k, rec.clone());
+        Applied::Stored { previous: current }
+    }
+
+    fn scan(&self, shard: u32, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<(Bytes, Record)> {
+        self.0
+            .iter()
+            .filter(|((s, k), _)| *s == shard && k.starts_with(prefix) && after.is_none_or(|a| k.as_slice() > a))
+            .take(limit)
+            .map(|((_, k), r)| (Bytes::from(k.clone()), r.clone()))
+            .collect()
+    }
+
+    fn counts(&self, shard: u32) -> ShardCounts {
+        let recs: Vec<_> = self.0.iter().filter(|((s, _), _)| *s == shard).collect();
+        ShardCounts { records: recs.len() as u64, live: recs.iter().filter(|(_, r)| r.value.is_some()).count() as u64 }
+    }
+}
+
+fn precondition(code: u8, model: &Model, key: &[u8]) -> Precondition {
+    match code {
+        0 => Precondition::Exists,
+        // Use the key's real current version half the time so matches happen.
+        1 => match model.0.get(&(shard_of(key, SHARDS).0, key.to_vec())) {
+            Some(r) => Precondition::VersionIs(r.version),
+            None => Precondition::VersionIs(Version { hlc: 1, node: 1 }),
+        },
+        2 => Precondition::VersionIs(Version { hlc: 3, node: 1 }),
+        _ => Precondition::None,
+    }
+}
+
+fn check<S: Storage>(ops: &[Op], mut open: impl FnMut(Option<S>) -> S) -> Result<(), TestCaseError> {
+    let mut store = open(None);
+    let mut model = Model::default();
+    for op in ops {
+        match op {
+            Op::Apply { key, hlc, node, value, pre } => {
+                let key = KEYS[*key];
+                let rec = Record { version: Version { hlc: *hlc, node: *node }, value: value.clone().map(Bytes::from) };
+                let pre = precondition(*pre, &model, key);
+                let expected = model.apply(key, &rec, pre);
+                let got = store.apply(shard_of(key, SHARDS), key, &rec, pre).unwrap();
+                prop_assert_eq!(got, expected, "apply {:?} {:?}", key, rec);
+            }
+            Op::Get { key } => {
+                let key = KEYS[*key];
+                let expected = model.0.get(&(shard_of(key, SHARDS).0, key.to_vec())).cloned();
+                prop_assert_eq!(store.get(shard_of(key, SHARDS), key).unwrap(), expected);
+            }
+            Op::Scan { shard, prefix, after, limit } => {
+                let prefix: &[u8] = [&b""[..], b"a", b"b", &[0xff]][*prefix];
+                let after = after.map(|a| KEYS[a]);
+                let got = store.scan(ShardId(*shard), prefix, after, *limit).unwrap();
+                prop_assert_eq!(got, model.scan(*shard, prefix, after, *limit));
+            }
+            Op::Restart => store = open(Some(store)),
+        }
+        for s in 0..SHARDS {
+            prop_assert_eq!(store.counts(ShardId(s)), model.counts(s), "counts of shard {}", s);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn memory_engine_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+        check::<MemStorage>(&ops, |prev| match prev {
+            Some(s) => s.reopen(),
+            None => MemStorage::new(SHARDS),
+        })?;
+    }
+
+    #[test]
+    fn sled_engine_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SledOptions { path: dir.path().join("db"), shards: Some(SHARDS), cache_bytes: 8 << 20 };
+        check::<SledStorage>(&ops, |prev| {
+            // Drop (close) the old handle before reopening the same dir.
+            drop(prev);
+            SledStorage::open(&opts).unwrap()
+        })?;
+    }
+}
+
+#[test]
+fn concurrent_applies_of_one_key_end_at_the_max_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStorage::open(&SledOptions { path: dir.path().join("db"), shards: Some(SHARDS), cache_bytes: 8 << 20 }).unwrap();
+    let engines: Vec<Arc<dyn Storage>> = vec![Arc::new(sled), Arc::new(MemStorage::new(SHARDS))];
+    for store in engines {
+        let shard = shard_of(b"hot", SHARDS);
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500u64 {
+                        let version = Version { hlc: (i * 7919 + t * 104_729) % 4000, node: t };
+                        let rec = Record { version, value: Some(Bytes::from(format!("{t}-{i}"))) };
+                        store.apply(shard, b"hot", &rec, Precondition::None).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let max =
+            (0..8u64).flat_map(|t| (0..500u64).map(move |i| Version { hlc: (i * 7919 + t * 104_729) % 4000, node: t })).max().unwrap();
+        assert_eq!(store.get(shard, b"hot").unwrap().unwrap().version, max);
+        assert_eq!(store.counts(shard), ShardCounts { live: 1, records: 1 });
+    }
+}
+
+#[test]
+fn hlc_stays_ahead_across_a_real_reopen_even_when_the_clock_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SledOptions { path: dir.path().join("db"), shards: Some(SHARDS), cache_bytes: 8 << 20 };
+    let clock = ManualClock::new(1_700_000_000_000);
+    let issued = {
+        let store: Arc<dyn Storage> = Arc::new(SledStorage::open(&opts).unwrap());
+        let hlc = Hlc::open(clock.clone(), Arc::new(MetaHighWater(store))).unwrap();
+        (0..10_000).map(|_| hlc.now().unwrap()).max().unwrap()
+    };
+    clock.set(1_600_000_000_000);
+    let store: Arc<dyn Storage> = Arc::new(SledStorage::open(&opts).unwrap());
+    let hlc = Hlc::open(clock, Arc::new(MetaHighWater(store))).unwrap();
+    assert!(hlc.now().unwrap() > issued);
+}
