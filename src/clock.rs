@@ -57,6 +57,8 @@ pub struct Hlc {
     clock: Arc<dyn Clock>,
     last: AtomicU64,
     reserved: Mutex<u64>,
+    /// Copy of `reserved` for a lock-free check on the common path.
+    reserved_hint: AtomicU64,
     high_water: Arc<dyn HighWater>,
 }
 
@@ -64,7 +66,7 @@ impl Hlc {
     /// Starts above the persisted high-water mark.
     pub fn open(clock: Arc<dyn Clock>, high_water: Arc<dyn HighWater>) -> Result<Hlc, crate::storage::StorageError> {
         let hwm = high_water.load()?;
-        Ok(Hlc { clock, last: AtomicU64::new(hwm), reserved: Mutex::new(hwm), high_water })
+        Ok(Hlc { clock, last: AtomicU64::new(hwm), reserved: Mutex::new(hwm), reserved_hint: AtomicU64::new(hwm), high_water })
     }
 
     /// A fresh stamp, greater than every stamp issued or observed before.
@@ -97,11 +99,15 @@ impl Hlc {
     }
 
     fn reserve(&self, stamp: u64) -> Result<(), crate::storage::StorageError> {
+        if stamp <= self.reserved_hint.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let mut reserved = self.reserved.lock().expect("hlc lock");
         if stamp > *reserved {
             let next = stamp.saturating_add(RESERVE_MS << 16);
             self.high_water.store(next)?;
             *reserved = next;
+            self.reserved_hint.store(next, Ordering::SeqCst);
         }
         Ok(())
     }

@@ -55,12 +55,12 @@ impl KvService {
         let version = Version { hlc: self.hlc.now()?, node: self.node.tag() };
         let record = Record { version, value };
         let created = match self.storage.apply(shard, key.as_bytes(), &record, pre)? {
-            Applied::Stored { previous } => previous.is_none_or(|p| p.is_tombstone()),
+            Applied::Stored { previous } => previous.is_none_or(|p| p.tombstone),
             // A concurrent write with a higher version won; ours is still a
             // valid (superseded) write, as under any last-writer-wins store.
             Applied::Stale { .. } => false,
             Applied::PreconditionFailed { current } => {
-                return Err(KvError::PreconditionFailed { current: current.filter(|r| !r.is_tombstone()).map(|r| r.version) })
+                return Err(KvError::PreconditionFailed { current: current.filter(|r| !r.tombstone).map(|r| r.version) })
             }
         };
         if let Some(commit) = &self.commit {

@@ -220,6 +220,20 @@ impl Record {
     }
 }
 
+/// What apply decisions need of a stored record: its version and kind,
+/// without copying the value.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RecordHead {
+    pub version: Version,
+    pub tombstone: bool,
+}
+
+impl Record {
+    pub fn head(&self) -> RecordHead {
+        RecordHead { version: self.version, tombstone: self.is_tombstone() }
+    }
+}
+
 /// A shard number in `0..S`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct ShardId(pub u32);

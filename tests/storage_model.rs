@@ -41,8 +41,8 @@ struct Model(BTreeMap<(u32, Vec<u8>), Record>);
 impl Model {
     fn apply(&mut self, key: &[u8], rec: &Record, pre: Precondition) -> Applied {
         let k = (shard_of(key, SHARDS).0, key.to_vec());
-        let current = self.0.get(&k).cloned();
-        let live = current.as_ref().filter(|r| r.value.is_some());
+        let current = self.0.get(&k).map(Record::head);
+        let live = current.as_ref().filter(|r| !r.tombstone);
         let holds = match pre {
             Precondition::None => true,
             Precondition::Exists => live.is_some(),
@@ -51,7 +51,7 @@ impl Model {
         if !holds {
             return Applied::PreconditionFailed { current };
         }
-        if let Some(cur) = current.clone().filter(|c| c.version >= rec.version) {
+        if let Some(cur) = current.filter(|c| c.version >= rec.version) {
             return Applied::Stale { current: cur };
         }
         self.0.insert(k, rec.clone());

@@ -4,7 +4,7 @@
 //! Decoding checks every length and never panics.
 
 use super::StorageError;
-use crate::types::{Record, Version};
+use crate::types::{Record, RecordHead, Version};
 use bytes::Bytes;
 
 const FORMAT: u8 = 1;
@@ -25,7 +25,18 @@ pub fn encode(record: &Record) -> Vec<u8> {
     out
 }
 
+/// Version and kind only, without copying the value.
+pub fn decode_head(bytes: &[u8]) -> Result<RecordHead, StorageError> {
+    let (version, value) = split(bytes)?;
+    Ok(RecordHead { version, tombstone: value.is_none() })
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Record, StorageError> {
+    let (version, value) = split(bytes)?;
+    Ok(Record { version, value: value.map(Bytes::copy_from_slice) })
+}
+
+fn split(bytes: &[u8]) -> Result<(Version, Option<&[u8]>), StorageError> {
     if bytes.len() < HEADER {
         return Err(StorageError::Corrupt(format!("record is {} bytes, shorter than its {HEADER}-byte header", bytes.len())));
     }
@@ -37,10 +48,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, StorageError> {
     let value = match bytes[17] {
         0 if bytes.len() == HEADER => None,
         0 => return Err(StorageError::Corrupt("tombstone carries value bytes".into())),
-        1 => Some(Bytes::copy_from_slice(&bytes[HEADER..])),
+        1 => Some(&bytes[HEADER..]),
         k => return Err(StorageError::Corrupt(format!("record kind {k} is unknown"))),
     };
-    Ok(Record { version: Version { hlc, node }, value })
+    Ok((Version { hlc, node }, value))
 }
 
 #[cfg(test)]

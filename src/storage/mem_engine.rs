@@ -47,15 +47,15 @@ impl Storage for MemStorage {
     fn apply(&self, shard: ShardId, key: &[u8], record: &Record, pre: Precondition) -> Result<Applied, StorageError> {
         let mut guard = self.shard(shard)?.write().expect("shard lock");
         let (map, counts) = &mut *guard;
-        let current = map.get(key);
-        if let Some(outcome) = decide(current, record, pre) {
+        let current = map.get(key).map(Record::head);
+        if let Some(outcome) = decide(current.as_ref(), record, pre) {
             return Ok(outcome);
         }
-        let (live, records) = count_delta(current, record);
+        let (live, records) = count_delta(current.as_ref(), record);
         counts.live = counts.live.saturating_add_signed(live);
         counts.records = counts.records.saturating_add_signed(records);
-        let previous = map.insert(Bytes::copy_from_slice(key), record.clone());
-        Ok(Applied::Stored { previous })
+        map.insert(Bytes::copy_from_slice(key), record.clone());
+        Ok(Applied::Stored { previous: current })
     }
 
     fn scan(&self, shard: ShardId, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Page, StorageError> {

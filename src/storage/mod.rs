@@ -9,7 +9,7 @@ pub mod group_commit;
 pub mod mem_engine;
 pub mod sled_engine;
 
-use crate::types::{Record, ShardId, Version};
+use crate::types::{Record, RecordHead, ShardId, Version};
 use bytes::Bytes;
 
 /// What went wrong in a storage engine, in the caller's terms.
@@ -45,8 +45,8 @@ pub enum Precondition {
 }
 
 impl Precondition {
-    pub fn holds(&self, current: Option<&Record>) -> bool {
-        let live = current.filter(|r| !r.is_tombstone());
+    pub fn holds(&self, current: Option<&RecordHead>) -> bool {
+        let live = current.filter(|r| !r.tombstone);
         match self {
             Precondition::None => true,
             Precondition::Exists => live.is_some(),
@@ -59,11 +59,11 @@ impl Precondition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     /// The record replaced `previous` (or was the first for its key).
-    Stored { previous: Option<Record> },
+    Stored { previous: Option<RecordHead> },
     /// The store already holds this version or a newer one; nothing changed.
-    Stale { current: Record },
+    Stale { current: RecordHead },
     /// The precondition did not hold; nothing changed.
-    PreconditionFailed { current: Option<Record> },
+    PreconditionFailed { current: Option<RecordHead> },
 }
 
 /// Record counts of one shard.
@@ -115,20 +115,20 @@ pub const DEFAULT_SHARDS: u32 = 64;
 
 /// Decides the last-writer-wins outcome of applying `record` over `current`.
 /// Shared by every engine so they cannot disagree.
-pub fn decide(current: Option<&Record>, record: &Record, pre: Precondition) -> Option<Applied> {
+pub fn decide(current: Option<&RecordHead>, record: &Record, pre: Precondition) -> Option<Applied> {
     if !pre.holds(current) {
-        return Some(Applied::PreconditionFailed { current: current.cloned() });
+        return Some(Applied::PreconditionFailed { current: current.copied() });
     }
     match current {
-        Some(cur) if cur.version >= record.version => Some(Applied::Stale { current: cur.clone() }),
+        Some(cur) if cur.version >= record.version => Some(Applied::Stale { current: *cur }),
         _ => None,
     }
 }
 
 /// The change in counts when `previous` is replaced by `next`.
-pub(crate) fn count_delta(previous: Option<&Record>, next: &Record) -> (i64, i64) {
-    let live = |r: Option<&Record>| i64::from(r.is_some_and(|r| !r.is_tombstone()));
-    (live(Some(next)) - live(previous), i64::from(previous.is_none()))
+pub(crate) fn count_delta(previous: Option<&RecordHead>, next: &Record) -> (i64, i64) {
+    let was_live = i64::from(previous.is_some_and(|r| !r.tombstone));
+    (i64::from(!next.is_tombstone()) - was_live, i64::from(previous.is_none()))
 }
 
 /// Checks a shard id against the store's shard count.

@@ -46,7 +46,7 @@ impl SledStorage {
                 return Err(StorageError::BadShardCount(s));
             }
         }
-        let db = sled::Config::new().path(&opts.path).cache_capacity(opts.cache_bytes).open()?;
+        let db = sled::Config::new().path(&opts.path).cache_capacity(opts.cache_bytes).mode(sled::Mode::HighThroughput).open()?;
         migrations::run(&db)?;
         let meta = db.open_tree(migrations::META_TREE)?;
         let shards = match meta.get(META_SHARDS)? {
@@ -71,9 +71,9 @@ impl SledStorage {
             let c = Counters::default();
             for item in tree.iter() {
                 let (_, v) = item?;
-                let rec = codec::decode(&v)?;
+                let head = codec::decode_head(&v)?;
                 c.records.fetch_add(1, Ordering::Relaxed);
-                c.live.fetch_add(i64::from(!rec.is_tombstone()), Ordering::Relaxed);
+                c.live.fetch_add(i64::from(!head.tombstone), Ordering::Relaxed);
             }
             trees.push(tree);
             counts.push(c);
@@ -100,7 +100,7 @@ impl Storage for SledStorage {
         let encoded = codec::encode(record);
         loop {
             let raw = tree.get(key)?;
-            let current = raw.as_ref().map(|v| codec::decode(v)).transpose()?;
+            let current = raw.as_ref().map(|v| codec::decode_head(v)).transpose()?;
             if let Some(outcome) = decide(current.as_ref(), record, pre) {
                 return Ok(outcome);
             }
