@@ -106,7 +106,8 @@ mod tests {
         let meta = db.open_tree(META_TREE).unwrap();
         assert_eq!(meta.get(FORMAT_VERSION_KEY).unwrap().unwrap().as_ref(), 1u32.to_be_bytes());
         assert_eq!(meta.get(CREATED_AT_KEY).unwrap().unwrap().len(), 8);
-        drop(db);
+        // A tree handle keeps the Db (and its file lock) alive.
+        drop((meta, db));
         // Reopened: already current, nothing to do.
         let db = open(dir.path());
         assert_eq!(run(&db).unwrap(), Report { from: 1, to: 1, applied: vec![] });
