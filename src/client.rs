@@ -49,9 +49,19 @@ impl Response {
     }
 }
 
+/// The pooled keep-alive HTTP/1 client every outgoing request uses.
+pub type HttpPool = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+pub fn http_pool() -> HttpPool {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+}
+
 #[derive(Clone)]
 pub struct Client {
-    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    http: HttpPool,
     base: String,
     timeout: Duration,
     token: Option<String>,

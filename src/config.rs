@@ -1,7 +1,20 @@
 //! A node's settings, as `hearsay serve` and the test harness give them.
 
+use crate::rpc::client::{AllLinksUp, LinkFilter};
 use crate::types::NodeId;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The network policy a node's peer client obeys (tests cut links with it).
+#[derive(Clone)]
+pub struct Links(pub Arc<dyn LinkFilter>);
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Links")
+    }
+}
 
 /// When an acknowledged write is on disk.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, clap::ValueEnum, serde::Serialize)]
@@ -26,7 +39,22 @@ pub struct NodeConfig {
     pub sync: SyncMode,
     pub max_value_bytes: usize,
     pub cache_bytes: u64,
+    /// Addresses (`host:port`) of other nodes to join through.
+    pub seeds: Vec<String>,
+    pub replication_factor: usize,
+    /// Key material for peer request MACs; `None` means `--insecure`.
+    pub cluster_secret: Option<Vec<u8>>,
+    /// How long a request waits for `w`/`r` replicas.
+    pub write_timeout: Duration,
+    pub retry_max_records: u64,
+    pub retry_max_bytes: u64,
+    pub links: Links,
 }
+
+pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_RETRY_MAX_RECORDS: u64 = 100_000;
+pub const DEFAULT_RETRY_MAX_BYTES: u64 = 256 << 20;
 
 /// Default largest value: 1 MiB.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
@@ -44,6 +72,13 @@ impl NodeConfig {
             sync: SyncMode::Periodic,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            seeds: Vec::new(),
+            replication_factor: DEFAULT_REPLICATION_FACTOR,
+            cluster_secret: None,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            retry_max_records: DEFAULT_RETRY_MAX_RECORDS,
+            retry_max_bytes: DEFAULT_RETRY_MAX_BYTES,
+            links: Links(Arc::new(AllLinksUp)),
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::clock::Hlc;
 use crate::storage::group_commit::GroupCommit;
 use crate::storage::{Applied, Precondition, Storage, StorageError};
 use crate::types::{shard_of, Key, NodeId, Record, Version};
+
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -15,14 +16,6 @@ pub enum KvError {
     Storage(#[from] StorageError),
     #[error("precondition failed: the key's current version is {}", current.map_or("absent".to_string(), |v| v.to_string()))]
     PreconditionFailed { current: Option<Version> },
-}
-
-/// What a write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriteOutcome {
-    pub version: Version,
-    /// The key held no live value before.
-    pub created: bool,
 }
 
 /// One page of a key listing.
@@ -49,24 +42,46 @@ impl KvService {
         &self.storage
     }
 
-    /// Writes a value (`Some`) or a tombstone (`None`) under a fresh version.
-    pub async fn write(&self, key: &Key, value: Option<Bytes>, pre: Precondition) -> Result<WriteOutcome, KvError> {
+    /// A fresh version stamped by this node.
+    pub fn stamp(&self) -> Result<Version, KvError> {
+        Ok(Version { hlc: self.hlc.now()?, node: self.node.tag() })
+    }
+
+    /// Applies one record locally; once it is stored, waits until it is
+    /// durable under `--sync=always`.
+    pub async fn apply(&self, key: &Key, record: &Record, pre: Precondition) -> Result<Applied, KvError> {
         let shard = shard_of(key.as_bytes(), self.storage.shard_count());
-        let version = Version { hlc: self.hlc.now()?, node: self.node.tag() };
-        let record = Record { version, value };
-        let created = match self.storage.apply(shard, key.as_bytes(), &record, pre)? {
-            Applied::Stored { previous } => previous.is_none_or(|p| p.tombstone),
-            // A concurrent write with a higher version won; ours is still a
-            // valid (superseded) write, as under any last-writer-wins store.
-            Applied::Stale { .. } => false,
-            Applied::PreconditionFailed { current } => {
-                return Err(KvError::PreconditionFailed { current: current.filter(|r| !r.tombstone).map(|r| r.version) })
+        let outcome = self.storage.apply(shard, key.as_bytes(), record, pre)?;
+        if let Applied::PreconditionFailed { current } = outcome {
+            return Err(KvError::PreconditionFailed { current: current.filter(|r| !r.tombstone).map(|r| r.version) });
+        }
+        self.wait_durable().await?;
+        Ok(outcome)
+    }
+
+    /// Applies records received from a peer (advancing the clock past each)
+    /// with one durability wait for the batch. Returns (applied, created).
+    pub async fn apply_batch(&self, records: &[(Key, Record)]) -> Result<(u32, u32), KvError> {
+        let (mut applied, mut created) = (0, 0);
+        for (key, record) in records {
+            self.hlc.observe(record.version.hlc)?;
+            let shard = shard_of(key.as_bytes(), self.storage.shard_count());
+            if let Applied::Stored { previous } = self.storage.apply(shard, key.as_bytes(), record, Precondition::None)? {
+                applied += 1;
+                created += u32::from(previous.is_none_or(|p| p.tombstone));
             }
-        };
+        }
+        if applied > 0 {
+            self.wait_durable().await?;
+        }
+        Ok((applied, created))
+    }
+
+    async fn wait_durable(&self) -> Result<(), KvError> {
         if let Some(commit) = &self.commit {
             commit.wait_durable().await?;
         }
-        Ok(WriteOutcome { version, created })
+        Ok(())
     }
 
     pub fn read(&self, key: &Key) -> Result<Option<Record>, KvError> {

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use hearsay::bench::{self, BenchConfig, Workload};
 use hearsay::client::Client;
 use hearsay::config::{NodeConfig, SyncMode, DEFAULT_CACHE_BYTES, DEFAULT_MAX_VALUE_BYTES};
+use hearsay::config::{DEFAULT_REPLICATION_FACTOR, DEFAULT_RETRY_MAX_BYTES, DEFAULT_RETRY_MAX_RECORDS, DEFAULT_WRITE_TIMEOUT};
 use hearsay::process::{ChildNode, LISTENING_PREFIX};
 use hearsay::types::NodeId;
 use std::io::{IsTerminal, Read, Write};
@@ -38,6 +39,20 @@ enum LogFormat {
 enum Command {
     /// Run a node.
     Serve(ServeArgs),
+    /// Run a local cluster on loopback (child processes), until Ctrl-C.
+    Cluster {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Node i listens on base-port + i - 1.
+        #[arg(long, default_value_t = 7001)]
+        base_port: u16,
+        /// Parent of the nodes' data dirs (kept between runs).
+        #[arg(long, default_value = "hearsay-cluster")]
+        data_dir: PathBuf,
+        /// --sync of every node.
+        #[arg(long, value_enum, default_value_t = SyncMode::Periodic)]
+        sync: SyncMode,
+    },
     /// Store a value (from the argument, --file, or stdin).
     Put {
         #[command(flatten)]
@@ -100,6 +115,27 @@ struct ServeArgs {
     /// sled page cache, in bytes.
     #[arg(long, env = "HEARSAY_CACHE_BYTES", default_value_t = DEFAULT_CACHE_BYTES)]
     cache_bytes: u64,
+    /// Other nodes to join through, as host:port,host:port.
+    #[arg(long, env = "HEARSAY_SEEDS", value_delimiter = ',')]
+    seeds: Vec<String>,
+    /// Replicas per shard (capped at the cluster size).
+    #[arg(long, env = "HEARSAY_REPLICATION_FACTOR", default_value_t = DEFAULT_REPLICATION_FACTOR)]
+    replication_factor: usize,
+    /// File holding the cluster secret that authenticates peer requests.
+    #[arg(long, env = "HEARSAY_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Run without peer authentication (anyone who reaches the port can write as a peer).
+    #[arg(long, env = "HEARSAY_INSECURE")]
+    insecure: bool,
+    /// How long a request waits for its w/r replicas, in milliseconds.
+    #[arg(long, env = "HEARSAY_WRITE_TIMEOUT_MS", default_value_t = DEFAULT_WRITE_TIMEOUT.as_millis() as u64)]
+    write_timeout_ms: u64,
+    /// Retry buffer bound per peer, in records (0 disables buffering).
+    #[arg(long, env = "HEARSAY_RETRY_BUFFER_MAX_RECORDS", default_value_t = DEFAULT_RETRY_MAX_RECORDS)]
+    retry_buffer_max_records: u64,
+    /// Retry buffer bound per peer, in bytes (0 disables buffering).
+    #[arg(long, env = "HEARSAY_RETRY_BUFFER_MAX_BYTES", default_value_t = DEFAULT_RETRY_MAX_BYTES)]
+    retry_buffer_max_bytes: u64,
 }
 
 #[derive(Args)]
@@ -163,6 +199,7 @@ fn init_logging(format: LogFormat) {
 async fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve(args) => serve(args).await,
+        Command::Cluster { nodes, base_port, data_dir, sync } => run_cluster(nodes, base_port, data_dir, sync).await,
         Command::Put { target, key, value, file } => {
             let body = match (value, file) {
                 (Some(v), _) => Bytes::from(v),
@@ -221,12 +258,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let node_id = NodeId::new(&args.node_id)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let cluster_secret = match (&args.cluster_secret_file, std::env::var("HEARSAY_CLUSTER_SECRET").ok(), args.insecure) {
+        (Some(path), _, _) => Some(std::fs::read(path).with_context(|| format!("reading --cluster-secret-file {}", path.display()))?),
+        (None, Some(secret), _) => Some(secret.into_bytes()),
+        (None, None, true) => {
+            tracing::warn!("--insecure: peer requests are not authenticated; anyone who can reach this port can write as a peer");
+            None
+        }
+        (None, None, false) => bail!(
+            "no cluster secret: pass --cluster-secret-file FILE or set HEARSAY_CLUSTER_SECRET (16+ bytes, the same on every node), or run with --insecure"
+        ),
+    };
     let config = NodeConfig {
         advertise: args.advertise.or_else(|| Some(addr.to_string())),
         shards: args.shards,
         sync: args.sync,
         max_value_bytes: args.max_value_bytes,
         cache_bytes: args.cache_bytes,
+        seeds: args.seeds.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        replication_factor: args.replication_factor.max(1),
+        cluster_secret,
+        write_timeout: Duration::from_millis(args.write_timeout_ms.max(1)),
+        retry_max_records: args.retry_buffer_max_records,
+        retry_max_bytes: args.retry_buffer_max_bytes,
         ..NodeConfig::new(node_id, args.data_dir)
     };
     let storage = hearsay::node::open_storage(&config).await?;
@@ -253,6 +307,58 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received; finishing in-flight requests");
 }
 
+/// `hearsay cluster`: n child nodes on 127.0.0.1, each seeded with the others,
+/// sharing a secret generated once and kept in the data dir.
+async fn run_cluster(nodes: usize, base_port: u16, data_dir: PathBuf, sync: SyncMode) -> Result<()> {
+    if nodes == 0 || usize::from(base_port) + nodes > 65_536 {
+        bail!("--nodes must be at least 1 and the ports must fit below 65536");
+    }
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let secret_path = data_dir.join("cluster-secret");
+    if !secret_path.exists() {
+        let secret: [u8; 32] = rand::random();
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&secret_path, hex)?;
+    }
+    let addrs: Vec<String> = (0..nodes).map(|i| format!("127.0.0.1:{}", usize::from(base_port) + i)).collect();
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let name = format!("n{}", i + 1);
+        let seeds: Vec<&str> = addrs.iter().filter(|a| *a != addr).map(String::as_str).collect();
+        let args = vec![
+            "--node-id".to_string(),
+            name.clone(),
+            "--listen".into(),
+            addr.clone(),
+            "--data-dir".into(),
+            data_dir.join(&name).display().to_string(),
+            "--cluster-secret-file".into(),
+            secret_path.display().to_string(),
+            "--sync".into(),
+            format!("{sync:?}").to_lowercase(),
+            "--seeds".into(),
+            seeds.join(","),
+        ];
+        let log = std::fs::File::create(data_dir.join(format!("{name}.log")))?;
+        let child = ChildNode::spawn(&exe, &args, Some(log), Duration::from_secs(30)).with_context(|| format!("starting {name}"))?;
+        println!("{name}: {}   (log: {})", child.url, data_dir.join(format!("{name}.log")).display());
+        children.push(child);
+    }
+    let first = &children[0].url;
+    let last = &children[children.len() - 1].url;
+    println!("\nhearsay cluster of {nodes} is up. Try:");
+    println!("  curl -X PUT --data-binary hello '{first}/v1/kv/greeting?w=quorum'");
+    println!("  curl '{last}/v1/kv/greeting'");
+    println!("  curl {first}/admin/cluster");
+    println!("Ctrl-C stops every node.");
+    shutdown_signal().await;
+    for child in &mut children {
+        let _ = child.terminate();
+    }
+    Ok(())
+}
+
 async fn run_bench(args: BenchArgs) -> Result<()> {
     let cfg = BenchConfig {
         concurrency: args.concurrency.max(1),
@@ -277,6 +383,7 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
                 dir.display().to_string(),
                 "--sync".into(),
                 format!("{:?}", args.sync).to_lowercase(),
+                "--insecure".into(),
             ];
             let node = ChildNode::spawn(&std::env::current_exe()?, &node_args, None, Duration::from_secs(30))?;
             eprintln!("started a local node at {} (sync={:?}, data in {})", node.url, args.sync, dir.display());

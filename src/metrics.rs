@@ -17,6 +17,19 @@ pub struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+/// Counters of peer traffic, shared with the peer client.
+#[derive(Clone, Debug, Default)]
+pub struct WireStats {
+    pub requests: Counter,
+    pub bytes_sent: Counter,
+    pub bytes_received: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabels {
     pub shard: String,
 }
@@ -33,6 +46,9 @@ pub struct Metrics {
     pub shard_keys: Family<ShardLabels, Gauge>,
     pub shard_records: Family<ShardLabels, Gauge>,
     pub storage_bytes: Gauge<u64, AtomicU64>,
+    pub wire: WireStats,
+    pub mail_dropped: Family<PeerLabels, Counter>,
+    pub mail_pending: Family<PeerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -49,12 +65,20 @@ impl Metrics {
         let shard_keys = Family::<ShardLabels, Gauge>::default();
         let shard_records = Family::<ShardLabels, Gauge>::default();
         let storage_bytes = Gauge::<u64, AtomicU64>::default();
+        let wire = WireStats::default();
+        let mail_dropped = Family::<PeerLabels, Counter>::default();
+        let mail_pending = Family::<PeerLabels, Gauge>::default();
+        registry.register("peer_requests", "Requests this node sent to peers", wire.requests.clone());
+        registry.register("peer_bytes_sent", "Bytes of peer requests sent (request line, headers, body)", wire.bytes_sent.clone());
+        registry.register("peer_bytes_received", "Bytes of peer replies received (headers, body)", wire.bytes_received.clone());
+        registry.register("mail_dropped", "Records dropped because a peer's retry buffer was full", mail_dropped.clone());
+        registry.register("mail_pending", "Records waiting in a peer's retry buffer", mail_pending.clone());
         registry.register("http_requests", "HTTP requests served, by route and status", http_requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency, by route and status", http_latency.clone());
         registry.register("shard_keys", "Live keys stored per shard on this node", shard_keys.clone());
         registry.register("shard_records", "Records (values and tombstones) per shard on this node", shard_records.clone());
         registry.register("storage_bytes", "Bytes the storage engine occupies on disk", storage_bytes.clone());
-        Metrics { registry, http_requests, http_latency, shard_keys, shard_records, storage_bytes }
+        Metrics { registry, http_requests, http_latency, shard_keys, shard_records, storage_bytes, wire, mail_dropped, mail_pending }
     }
 
     pub fn observe_request(&self, labels: HttpLabels, seconds: f64) {

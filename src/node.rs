@@ -6,7 +6,12 @@ use crate::api::{self, AppState};
 use crate::clock::{Hlc, SystemClock};
 use crate::config::{NodeConfig, SyncMode};
 use crate::kv::KvService;
+use crate::membership::{Member, Membership};
 use crate::metrics::Metrics;
+use crate::replication::mailbox::{MailLimits, Mailbox};
+use crate::replication::{Replication, ReplicationSettings};
+use crate::rpc::client::PeerClient;
+use crate::rpc::mac::MacKey;
 use crate::storage::group_commit::GroupCommit;
 use crate::storage::sled_engine::{SledOptions, SledStorage};
 use crate::storage::{claim_for_node, MetaHighWater, Storage, StorageError};
@@ -16,6 +21,10 @@ use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    #[error("cluster secret: {0}")]
+    Secret(#[from] crate::rpc::mac::AuthError),
+    #[error("membership: {0}")]
+    Membership(#[from] crate::membership::MembershipError),
     #[error("opening the data dir {dir}: {source}")]
     Storage { dir: String, source: StorageError },
     #[error("serving HTTP: {0}")]
@@ -56,6 +65,7 @@ pub async fn run_with_storage(
     let hlc = Hlc::open(Arc::new(SystemClock), Arc::new(MetaHighWater(storage.clone())))
         .map_err(|source| NodeError::Storage { dir: dir.clone(), source })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_rx_for_workers = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -70,11 +80,37 @@ pub async fn run_with_storage(
     }
 
     let kv = Arc::new(KvService::new(storage.clone(), Arc::new(hlc), config.node_id.clone(), commit));
-    let state = AppState {
+    let mac = config.cluster_secret.as_deref().map(MacKey::from_secret).transpose()?.map(Arc::new);
+    let addr = config.advertise.clone().unwrap_or_else(|| listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
+    let me = Member { id: config.node_id.name().to_string(), addr };
+    let membership =
+        Arc::new(Membership::open(me, config.seeds.clone(), storage.shard_count(), config.replication_factor, storage.clone())?);
+    let metrics = Arc::new(Metrics::new());
+    let peers = PeerClient::new(config.node_id.name(), mac.clone(), config.links.0.clone(), metrics.wire.clone());
+    let limits = MailLimits { max_records: config.retry_max_records, max_bytes: config.retry_max_bytes };
+    let mailbox = Arc::new(
+        Mailbox::open(storage.clone(), limits, metrics.mail_dropped.clone())
+            .map_err(|source| NodeError::Storage { dir: dir.clone(), source })?,
+    );
+    let repl = Arc::new(Replication::new(
         kv,
-        metrics: Arc::new(Metrics::new()),
+        membership.clone(),
+        peers.clone(),
+        mailbox.clone(),
+        ReplicationSettings { me: config.node_id.clone(), timeout: config.write_timeout, max_value_bytes: config.max_value_bytes },
+        stop_rx_for_workers.clone(),
+    ));
+    for peer in mailbox.peers_with_mail() {
+        repl.ensure_carrier(&peer);
+    }
+    workers.push(tokio::spawn(membership.clone().discover(peers, stopped())));
+    let state = AppState {
+        repl: repl.clone(),
+        metrics,
         node: config.node_id.name().to_string(),
         max_value_bytes: config.max_value_bytes,
+        max_internal_bytes: (config.max_value_bytes * 2).max(8 << 20),
+        mac,
     };
     tracing::info!(node = %config.node_id, addr = ?listener.local_addr().ok(), data_dir = %dir, shards = storage.shard_count(), sync = ?config.sync, "serving");
     let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await;
@@ -83,6 +119,8 @@ pub async fn run_with_storage(
     for w in workers {
         let _ = w.await;
     }
+    repl.drain().await;
+    drop(repl);
     let flushed = tokio::task::spawn_blocking(move || storage.flush()).await.expect("flush task panicked");
     served?;
     flushed.map_err(NodeError::Close)?;

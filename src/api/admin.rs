@@ -12,15 +12,30 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Ready once storage is open (it is before the listener serves) and every
+/// seed has answered, so placement is computed over the whole cluster.
 pub async fn ready(State(st): State<AppState>) -> Response {
-    // The store is opened before the listener serves, so a serving node is
-    // ready; membership adds "joined" to this once it exists.
-    let _ = &st;
-    (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
+    if st.repl.membership.is_ready() {
+        (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
+    } else {
+        let err = super::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "waiting for seeds to answer");
+        err.into_response()
+    }
+}
+
+pub async fn mail(State(st): State<AppState>) -> Json<serde_json::Value> {
+    use crate::clock::Clock;
+    let peers = st.repl.mailbox.stats(crate::clock::SystemClock.now_ms());
+    Json(json!({ "node": st.node, "peers": peers }))
+}
+
+pub async fn cluster(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let m = &st.repl.membership;
+    Json(json!({ "node": st.node, "shard_count": m.shards(), "members": m.members(), "ready": m.is_ready() }))
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    let storage = st.kv.storage();
+    let storage = st.repl.kv.storage();
     for s in 0..storage.shard_count() {
         let counts = storage.counts(ShardId(s));
         let label = crate::metrics::ShardLabels { shard: s.to_string() };
@@ -28,6 +43,9 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         st.metrics.shard_records.get_or_create(&label).set(counts.records as i64);
     }
     st.metrics.storage_bytes.set(storage.size_on_disk());
+    for peer in st.repl.mailbox.stats(0) {
+        st.metrics.mail_pending.get_or_create(&crate::metrics::PeerLabels { peer: peer.peer }).set(peer.pending_records as i64);
+    }
     let mut resp = st.metrics.render().into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
     resp
@@ -36,16 +54,20 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
 #[derive(serde::Serialize)]
 struct ShardInfo {
     id: u32,
+    /// Replicas in ring order.
+    replicas: Vec<String>,
     keys: u64,
     records: u64,
 }
 
 pub async fn shards(State(st): State<AppState>) -> Json<serde_json::Value> {
-    let storage = st.kv.storage();
+    let storage = st.repl.kv.storage();
+    let placement = st.repl.membership.placement();
     let shards: Vec<ShardInfo> = (0..storage.shard_count())
         .map(|s| {
             let c = storage.counts(ShardId(s));
-            ShardInfo { id: s, keys: c.live, records: c.records }
+            let replicas = placement.replicas(ShardId(s)).iter().map(|n| n.name().to_string()).collect();
+            ShardInfo { id: s, replicas, keys: c.live, records: c.records }
         })
         .collect();
     Json(json!({ "node": st.node, "shard_count": storage.shard_count(), "shards": shards }))

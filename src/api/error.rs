@@ -94,6 +94,17 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<crate::replication::ReplicationError> for ApiError {
+    fn from(e: crate::replication::ReplicationError) -> ApiError {
+        use crate::replication::ReplicationError as R;
+        match e {
+            R::Kv(k) => k.into(),
+            R::Storage(s) => s.into(),
+            e @ R::NotEnoughReplicas { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_enough_replicas", e.to_string()),
+        }
+    }
+}
+
 impl From<KvError> for ApiError {
     fn from(e: KvError) -> ApiError {
         match e {

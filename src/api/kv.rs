@@ -5,7 +5,7 @@
 use super::error::ApiError;
 use super::params::{if_match, Query};
 use super::AppState;
-use crate::kv::WriteOutcome;
+use crate::replication::WriteOutcome;
 use crate::types::{encode_key_bytes, Key, MAX_KEY_LEN};
 use axum::body::Body;
 use axum::extract::State;
@@ -39,7 +39,7 @@ fn written(outcome: WriteOutcome, created_status: StatusCode) -> Response {
 
 /// Reads a request body of at most `max` bytes: a declared length over the
 /// limit is refused before reading, and the read itself stops at the limit.
-async fn read_limited(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
+pub async fn read_limited(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(ApiError::too_large(declared, max));
@@ -54,27 +54,27 @@ async fn read_limited(body: Body, headers: &HeaderMap, max: usize) -> Result<Byt
 pub async fn put(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let key = key_from(&uri)?;
     let query = Query::parse(uri.query(), &["w"])?;
-    let _w = query.consistency("w")?;
+    let w = query.consistency("w")?;
     let pre = if_match(&headers)?;
     let value = read_limited(body, &headers, st.max_value_bytes).await?;
-    let outcome = st.kv.write(&key, Some(value), pre).await?;
+    let outcome = st.repl.write(key, Some(value), pre, w).await?;
     Ok(written(outcome, StatusCode::CREATED))
 }
 
 pub async fn delete(State(st): State<AppState>, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
     let key = key_from(&uri)?;
     let query = Query::parse(uri.query(), &["w"])?;
-    let _w = query.consistency("w")?;
+    let w = query.consistency("w")?;
     let pre = if_match(&headers)?;
-    let outcome = st.kv.write(&key, None, pre).await?;
+    let outcome = st.repl.write(key, None, pre, w).await?;
     Ok(written(outcome, StatusCode::NO_CONTENT))
 }
 
 pub async fn get(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let key = key_from(&uri)?;
     let query = Query::parse(uri.query(), &["r"])?;
-    let _r = query.consistency("r")?;
-    match st.kv.read(&key)? {
+    let r = query.consistency("r")?;
+    match st.repl.read(&key, r).await? {
         Some(crate::types::Record { version, value: Some(value) }) => {
             let mut resp = (StatusCode::OK, etag(version), value).into_response();
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
@@ -108,7 +108,7 @@ pub async fn list(State(st): State<AppState>, uri: Uri) -> Result<Json<ListBody>
         }
     }
     let limit = query.usize_in("limit", 100, MAX_LIST_LIMIT)?;
-    let page = st.kv.list(prefix, after, limit)?;
+    let page = st.repl.kv.list(prefix, after, limit)?;
     let keys: Vec<String> = page.keys.iter().map(|k| encode_key_bytes(k)).collect();
     let next_after = if page.more { keys.last().cloned() } else { None };
     Ok(Json(ListBody { keys, next_after }))

@@ -4,16 +4,18 @@
 
 pub mod admin;
 pub mod error;
+pub mod internal;
 pub mod kv;
 pub mod params;
 
-use crate::kv::KvService;
 use crate::metrics::{HttpLabels, Metrics};
+use crate::replication::Replication;
+use crate::rpc::mac::MacKey;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
 use http_body_util::BodyExt;
@@ -23,10 +25,14 @@ use std::time::Instant;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub kv: Arc<KvService>,
+    pub repl: Arc<Replication>,
     pub metrics: Arc<Metrics>,
     pub node: String,
     pub max_value_bytes: usize,
+    /// Largest peer request body (a batch of records).
+    pub max_internal_bytes: usize,
+    /// `None` only under `--insecure`.
+    pub mac: Option<Arc<MacKey>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -38,6 +44,11 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(admin::ready))
         .route("/metrics", get(admin::metrics))
         .route("/admin/shards", get(admin::shards))
+        .route("/admin/mail", get(admin::mail))
+        .route("/admin/cluster", get(admin::cluster))
+        .route(crate::rpc::PATH_APPLY, post(internal::apply))
+        .route(crate::rpc::PATH_READ, post(internal::read))
+        .route(crate::rpc::PATH_HELLO, post(internal::hello))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), track_metrics))

@@ -2,7 +2,7 @@
 //! [`MemStorage::reopen`] hands out a new handle over the same maps, which is
 //! what a restart looks like to an engine that keeps everything it was given.
 
-use super::{check_shard, count_delta, decide, Applied, Page, Precondition, ShardCounts, Storage, StorageError};
+use super::{check_shard, count_delta, decide, Applied, AuxEntry, Page, Precondition, ShardCounts, Storage, StorageError};
 use crate::types::{Record, ShardId};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
@@ -10,10 +10,12 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock};
 
 type Shard = RwLock<(BTreeMap<Bytes, Record>, ShardCounts)>;
+type AuxTree = BTreeMap<Vec<u8>, Vec<u8>>;
 
 struct Inner {
     shards: Vec<Shard>,
     meta: Mutex<HashMap<String, Vec<u8>>>,
+    aux: Mutex<HashMap<String, AuxTree>>,
 }
 
 #[derive(Clone)]
@@ -22,7 +24,7 @@ pub struct MemStorage(Arc<Inner>);
 impl MemStorage {
     pub fn new(shards: u32) -> MemStorage {
         let shards = (0..shards).map(|_| RwLock::new((BTreeMap::new(), ShardCounts::default()))).collect();
-        MemStorage(Arc::new(Inner { shards, meta: Mutex::new(HashMap::new()) }))
+        MemStorage(Arc::new(Inner { shards, meta: Mutex::new(HashMap::new()), aux: Mutex::new(HashMap::new()) }))
     }
 
     /// A fresh handle over the same data, as after a clean restart.
@@ -92,5 +94,33 @@ impl Storage for MemStorage {
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
         self.0.meta.lock().expect("meta lock").insert(key.to_string(), value.to_vec());
         Ok(())
+    }
+
+    fn aux_put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.0.aux.lock().expect("aux lock").entry(tree.to_string()).or_default().insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn aux_remove(&self, tree: &str, key: &[u8]) -> Result<(), StorageError> {
+        if let Some(t) = self.0.aux.lock().expect("aux lock").get_mut(tree) {
+            t.remove(key);
+        }
+        Ok(())
+    }
+
+    fn aux_get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.0.aux.lock().expect("aux lock").get(tree).and_then(|t| t.get(key).cloned()))
+    }
+
+    fn aux_scan(&self, tree: &str, after: Option<&[u8]>, limit: usize) -> Result<Vec<AuxEntry>, StorageError> {
+        let aux = self.0.aux.lock().expect("aux lock");
+        let Some(t) = aux.get(tree) else { return Ok(Vec::new()) };
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(t.range::<[u8], _>((start, Bound::Unbounded)).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn aux_trees(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let aux = self.0.aux.lock().expect("aux lock");
+        Ok(aux.iter().filter(|(n, t)| n.starts_with(prefix) && !t.is_empty()).map(|(n, _)| n.clone()).collect())
     }
 }

@@ -102,6 +102,24 @@ pub trait Storage: Send + Sync + 'static {
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StorageError>;
+
+    /// Auxiliary named trees (retry buffers, dirty marks, repair state):
+    /// plain ordered byte maps, separate from the shard data.
+    fn aux_put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
+    fn aux_remove(&self, tree: &str, key: &[u8]) -> Result<(), StorageError>;
+    fn aux_get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Up to `limit` entries with keys `> after`, in key order.
+    fn aux_scan(&self, tree: &str, after: Option<&[u8]>, limit: usize) -> Result<Vec<AuxEntry>, StorageError>;
+    /// Names of the aux trees that start with `prefix` and hold entries.
+    fn aux_trees(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+}
+
+/// A key and value of an aux tree.
+pub type AuxEntry = (Vec<u8>, Vec<u8>);
+
+/// Aux tree names are namespaced so they never collide with shard trees.
+pub fn aux_tree_name(tree: &str) -> String {
+    format!("aux/{tree}")
 }
 
 /// Meta key of the HLC high-water mark.

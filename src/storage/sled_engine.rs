@@ -2,7 +2,9 @@
 //! (key → [`codec`](super::codec) record). Per-key atomicity comes from
 //! sled's compare-and-swap; shard counts live in memory, rebuilt at open.
 
-use super::{check_shard, codec, count_delta, decide, Applied, Page, Precondition, ShardCounts, Storage, StorageError};
+use super::{
+    aux_tree_name, check_shard, codec, count_delta, decide, Applied, AuxEntry, Page, Precondition, ShardCounts, Storage, StorageError,
+};
 use super::{DEFAULT_SHARDS, META_SHARDS};
 use crate::types::{Record, ShardId};
 use bytes::Bytes;
@@ -159,5 +161,40 @@ impl Storage for SledStorage {
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
         self.meta.insert(key, value)?;
         Ok(())
+    }
+
+    fn aux_put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.db.open_tree(aux_tree_name(tree))?.insert(key, value)?;
+        Ok(())
+    }
+
+    fn aux_remove(&self, tree: &str, key: &[u8]) -> Result<(), StorageError> {
+        self.db.open_tree(aux_tree_name(tree))?.remove(key)?;
+        Ok(())
+    }
+
+    fn aux_get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.open_tree(aux_tree_name(tree))?.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn aux_scan(&self, tree: &str, after: Option<&[u8]>, limit: usize) -> Result<Vec<AuxEntry>, StorageError> {
+        let tree = self.db.open_tree(aux_tree_name(tree))?;
+        let iter = match after {
+            Some(a) => tree.range::<&[u8], _>((Bound::Excluded(a), Bound::Unbounded)),
+            None => tree.iter(),
+        };
+        iter.take(limit).map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StorageError::from)).collect()
+    }
+
+    fn aux_trees(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let full = aux_tree_name(prefix);
+        let mut out = Vec::new();
+        for name in self.db.tree_names() {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if name.starts_with(&full) && !self.db.open_tree(&name)?.is_empty() {
+                out.push(name["aux/".len()..].to_string());
+            }
+        }
+        Ok(out)
     }
 }

@@ -1,15 +1,22 @@
-//! The one test harness: real nodes in-process on 127.0.0.1:0, each with its
-//! own temp data dir, that a test can stop and restart on the same dir.
+//! The one test harness: real nodes in-process on 127.0.0.1, each with its
+//! own temp data dir, that a test can stop and restart (same dir, same port),
+//! joined into clusters over a network the test can cut, delay and heal.
 #![allow(dead_code)]
 
 use hearsay::client::Client;
-use hearsay::config::{NodeConfig, SyncMode};
+use hearsay::config::{Links, NodeConfig, SyncMode};
+use hearsay::rpc::client::{Link, LinkFilter};
 use hearsay::types::NodeId;
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+pub const SECRET: &[u8] = b"test-cluster-secret-0123456789";
 
 /// Options for a test node.
 #[derive(Clone)]
@@ -18,17 +25,70 @@ pub struct NodeOpts {
     pub shards: Option<u32>,
     pub sync: SyncMode,
     pub max_value_bytes: usize,
+    pub seeds: Vec<String>,
+    pub rf: usize,
+    pub secret: Option<Vec<u8>>,
+    pub retry_max_records: u64,
+    pub retry_max_bytes: u64,
+    pub write_timeout: Duration,
+    pub net: Option<Arc<Net>>,
 }
 
 impl Default for NodeOpts {
     fn default() -> Self {
-        NodeOpts { name: "n1".into(), shards: Some(8), sync: SyncMode::Periodic, max_value_bytes: 1 << 20 }
+        NodeOpts {
+            name: "n1".into(),
+            shards: Some(8),
+            sync: SyncMode::Periodic,
+            max_value_bytes: 1 << 20,
+            seeds: Vec::new(),
+            rf: 3,
+            secret: Some(SECRET.to_vec()),
+            retry_max_records: 100_000,
+            retry_max_bytes: 256 << 20,
+            write_timeout: Duration::from_secs(2),
+            net: None,
+        }
+    }
+}
+
+/// The test network: every link is up unless a test says otherwise.
+#[derive(Default)]
+pub struct Net {
+    links: Mutex<HashMap<(String, String), Link>>,
+}
+
+impl Net {
+    fn set(&self, a: &str, b: &str, link: Link) {
+        let mut links = self.links.lock().unwrap();
+        links.insert((a.into(), b.into()), link);
+        links.insert((b.into(), a.into()), link);
+    }
+    /// Drops traffic between `a` and `b`, both ways.
+    pub fn cut(&self, a: &str, b: &str) {
+        self.set(a, b, Link::Down);
+    }
+    pub fn delay(&self, a: &str, b: &str, d: Duration) {
+        self.set(a, b, Link::Delay(d));
+    }
+    pub fn heal(&self, a: &str, b: &str) {
+        self.set(a, b, Link::Up);
+    }
+    pub fn heal_all(&self) {
+        self.links.lock().unwrap().clear();
+    }
+}
+
+impl LinkFilter for Net {
+    fn link(&self, from: &str, to: &str) -> Link {
+        self.links.lock().unwrap().get(&(from.to_string(), to.to_string())).copied().unwrap_or(Link::Up)
     }
 }
 
 pub struct TestNode {
     pub opts: NodeOpts,
     pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
     pub url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), hearsay::node::NodeError>>>,
@@ -36,10 +96,21 @@ pub struct TestNode {
 
 impl TestNode {
     pub async fn start(opts: NodeOpts) -> TestNode {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        TestNode::start_on(opts, listener).await
+    }
+
+    /// Starts on a listener bound beforehand (clusters learn all addresses first).
+    pub async fn start_on(opts: NodeOpts, listener: tokio::net::TcpListener) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut node = TestNode { opts, dir, url: String::new(), stop: None, task: None };
-        node.boot().await;
+        let addr = listener.local_addr().unwrap();
+        let mut node = TestNode { opts, dir, addr, url: format!("http://{addr}"), stop: None, task: None };
+        node.boot(listener).await;
         node
+    }
+
+    pub fn name(&self) -> &str {
+        &self.opts.name
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -47,18 +118,25 @@ impl TestNode {
     }
 
     pub fn config(&self) -> NodeConfig {
-        NodeConfig {
-            shards: self.opts.shards,
-            sync: self.opts.sync,
-            max_value_bytes: self.opts.max_value_bytes,
-            cache_bytes: 32 << 20,
-            ..NodeConfig::new(NodeId::new(&self.opts.name).unwrap(), self.data_dir())
+        let mut c = NodeConfig::new(NodeId::new(&self.opts.name).unwrap(), self.data_dir());
+        c.advertise = Some(self.addr.to_string());
+        c.shards = self.opts.shards;
+        c.sync = self.opts.sync;
+        c.max_value_bytes = self.opts.max_value_bytes;
+        c.cache_bytes = 32 << 20;
+        c.seeds = self.opts.seeds.clone();
+        c.replication_factor = self.opts.rf;
+        c.cluster_secret = self.opts.secret.clone();
+        c.write_timeout = self.opts.write_timeout;
+        c.retry_max_records = self.opts.retry_max_records;
+        c.retry_max_bytes = self.opts.retry_max_bytes;
+        if let Some(net) = &self.opts.net {
+            c.links = Links(net.clone());
         }
+        c
     }
 
-    async fn boot(&mut self) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        self.url = format!("http://{}", listener.local_addr().unwrap());
+    async fn boot(&mut self, listener: tokio::net::TcpListener) {
         let (tx, rx) = oneshot::channel::<()>();
         let config = self.config();
         let storage = hearsay::node::open_storage(&config).await.expect("open storage");
@@ -72,6 +150,10 @@ impl TestNode {
         Client::new(&self.url).unwrap().with_timeout(Duration::from_secs(10))
     }
 
+    pub fn is_running(&self) -> bool {
+        self.task.is_some()
+    }
+
     /// Graceful stop; the data dir stays.
     pub async fn stop(&mut self) {
         if let Some(tx) = self.stop.take() {
@@ -82,10 +164,83 @@ impl TestNode {
         }
     }
 
-    /// Stop and start again on the same data dir (a new port).
+    /// Starts a stopped node again on the same data dir and port.
+    pub async fn start_again(&mut self) {
+        assert!(!self.is_running(), "node {} is running", self.opts.name);
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("rebinding {}: {e}", self.addr),
+            }
+        };
+        self.boot(listener).await;
+    }
+
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.boot().await;
+        self.start_again().await;
+    }
+}
+
+/// N nodes named n1..nN, each seeded with all the others, sharing one [`Net`].
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+    pub net: Arc<Net>,
+}
+
+impl TestCluster {
+    pub async fn start(n: usize, base: NodeOpts) -> TestCluster {
+        let net = Arc::new(Net::default());
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+        }
+        let addrs: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+        let mut nodes = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let opts = NodeOpts {
+                name: format!("n{}", i + 1),
+                seeds: addrs.iter().filter(|a| **a != addrs[i]).cloned().collect(),
+                net: Some(net.clone()),
+                ..base.clone()
+            };
+            nodes.push(TestNode::start_on(opts, listener).await);
+        }
+        let cluster = TestCluster { nodes, net };
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    pub fn node(&mut self, i: usize) -> &mut TestNode {
+        &mut self.nodes[i]
+    }
+
+    pub fn client(&self, i: usize) -> Client {
+        self.nodes[i].client()
+    }
+
+    /// Every running node knows every member.
+    pub async fn wait_ready(&self) {
+        let clients: Vec<Client> = self.nodes.iter().filter(|n| n.is_running()).map(|n| n.client()).collect();
+        wait_until("every node ready", Duration::from_secs(20), || {
+            let clients = clients.clone();
+            async move {
+                for c in &clients {
+                    match c.get_path("/ready").await {
+                        Ok(r) if r.status == 200 => {}
+                        _ => return false,
+                    }
+                }
+                true
+            }
+        })
+        .await;
     }
 }
 
@@ -113,4 +268,16 @@ pub fn seed() -> u64 {
         .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
     eprintln!("test seed: {seed} (rerun with HEARSAY_TEST_SEED={seed})");
     seed
+}
+
+/// Sum of live keys a node stores locally, from `/admin/shards`.
+pub async fn local_keys(c: &Client) -> u64 {
+    let shards = c.get_path("/admin/shards").await.unwrap().json();
+    shards["shards"].as_array().unwrap().iter().map(|s| s["keys"].as_u64().unwrap()).sum()
+}
+
+/// A node's retry-buffer stats for one peer.
+pub async fn mail_for(c: &Client, peer: &str) -> serde_json::Value {
+    let mail = c.get_path("/admin/mail").await.unwrap().json();
+    mail["peers"].as_array().unwrap().iter().find(|p| p["peer"] == peer).cloned().unwrap_or(serde_json::Value::Null)
 }

@@ -1,0 +1,273 @@
+//! Replication by direct mail (DESIGN.md §3): the coordinator that any node
+//! runs for any key. A write is stamped, applied locally if this node is a
+//! replica, and sent to the other replicas in parallel; the reply waits for
+//! `w` acknowledgements. A send that fails goes to the peer's retry buffer
+//! ([`mailbox`]), which a [`carrier`] worker per peer drains. Reads ask `r`
+//! replicas, return the newest version and repair stale replicas behind.
+
+pub mod carrier;
+pub mod mailbox;
+
+use crate::clock::{Clock, SystemClock};
+use crate::kv::{KvError, KvService};
+use crate::membership::Membership;
+use crate::rpc::client::PeerClient;
+use crate::rpc::{ApplyBatch, ApplyReply, ReadReply, ReadRequest, WireRecord, PATH_APPLY, PATH_READ};
+use crate::storage::{Applied, Precondition, StorageError};
+use crate::types::{shard_of, Consistency, Key, NodeId, Record, Version};
+use bytes::Bytes;
+use mailbox::{Enqueued, Mailbox};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("only {acked} of the {required} required replicas answered in time (replicas: {replicas}); a write is still in flight and not rolled back")]
+    NotEnoughReplicas { acked: usize, required: usize, replicas: usize },
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub version: Version,
+    /// The key held no live value before (as far as the acknowledging replicas know).
+    pub created: bool,
+}
+
+/// The coordinator's own settings.
+#[derive(Debug, Clone)]
+pub struct ReplicationSettings {
+    pub me: NodeId,
+    /// How long a request waits for its w/r replicas (also each send's deadline).
+    pub timeout: Duration,
+    pub max_value_bytes: usize,
+}
+
+pub struct Replication {
+    pub kv: Arc<KvService>,
+    pub membership: Arc<Membership>,
+    pub peers: PeerClient,
+    pub mailbox: Arc<Mailbox>,
+    me: NodeId,
+    timeout: Duration,
+    max_value_bytes: usize,
+    carriers: Mutex<HashSet<String>>,
+    stop: watch::Receiver<bool>,
+    /// Every task this coordinator spawns, so shutdown can wait for them
+    /// before the store is closed.
+    tasks: TaskTracker,
+}
+
+impl Replication {
+    pub fn new(
+        kv: Arc<KvService>,
+        membership: Arc<Membership>,
+        peers: PeerClient,
+        mailbox: Arc<Mailbox>,
+        settings: ReplicationSettings,
+        stop: watch::Receiver<bool>,
+    ) -> Replication {
+        let ReplicationSettings { me, timeout, max_value_bytes } = settings;
+        Replication {
+            kv,
+            membership,
+            peers,
+            mailbox,
+            me,
+            timeout,
+            max_value_bytes,
+            carriers: Mutex::default(),
+            stop,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    fn replicas_of(&self, key: &Key) -> Vec<NodeId> {
+        let shard = shard_of(key.as_bytes(), self.membership.shards());
+        self.membership.placement().replicas(shard).to_vec()
+    }
+
+    /// Writes a value (`Some`) or tombstone (`None`) with `w` acknowledgements.
+    pub async fn write(
+        self: &Arc<Self>,
+        key: Key,
+        value: Option<Bytes>,
+        pre: Precondition,
+        w: Consistency,
+    ) -> Result<WriteOutcome, ReplicationError> {
+        let replicas = self.replicas_of(&key);
+        let required = w.required(replicas.len());
+        let local = replicas.contains(&self.me);
+        if pre != Precondition::None && !local {
+            // Compare-and-set on the coordinator's view: the newest a replica knows.
+            let current = self.read(&key, Consistency::One).await?.map(|r| r.head());
+            if !pre.holds(current.as_ref()) {
+                let current = current.filter(|r| !r.tombstone).map(|r| r.version);
+                return Err(KvError::PreconditionFailed { current }.into());
+            }
+        }
+        let record = Record { version: self.kv.stamp()?, value };
+        let mut acked = 0usize;
+        let mut created = None;
+        if local {
+            let outcome = self.kv.apply(&key, &record, pre).await?;
+            created = Some(matches!(outcome, Applied::Stored { previous } if previous.is_none_or(|p| p.tombstone)));
+            acked += 1;
+        }
+        let (tx, mut rx) = mpsc::channel::<Option<bool>>(replicas.len().max(1));
+        for peer in replicas.iter().filter(|r| **r != self.me) {
+            // A peer with undelivered mail is failing or catching up: queue
+            // behind that mail (in write order) instead of racing it.
+            if self.mailbox.pending(peer.name()) > 0 {
+                self.buffer(peer.name(), &key, &record);
+                continue;
+            }
+            let (this, peer, key, record, tx) = (self.clone(), peer.clone(), key.clone(), record.clone(), tx.clone());
+            self.tasks.spawn(async move {
+                let ack = this.send_or_buffer(&peer, &key, &record).await;
+                let _ = tx.send(ack).await;
+            });
+        }
+        drop(tx);
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        while acked < required {
+            tokio::select! {
+                ack = rx.recv() => match ack {
+                    Some(Some(was_created)) => {
+                        acked += 1;
+                        created.get_or_insert(was_created);
+                    }
+                    Some(None) => {}
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        if acked < required {
+            return Err(ReplicationError::NotEnoughReplicas { acked, required, replicas: replicas.len() });
+        }
+        Ok(WriteOutcome { version: record.version, created: created.unwrap_or(true) })
+    }
+
+    /// Sends one record to a peer; on failure buffers it. `Some(created)` on ack.
+    async fn send_or_buffer(self: &Arc<Self>, peer: &NodeId, key: &Key, record: &Record) -> Option<bool> {
+        let batch = ApplyBatch { records: vec![WireRecord::new(key, record)] };
+        let sent = match self.membership.addr_of(peer.name()) {
+            Some(addr) => {
+                self.peers.call::<_, ApplyReply>((peer.name(), &addr), PATH_APPLY, &batch, self.timeout).await.map_err(|e| e.to_string())
+            }
+            None => Err("address unknown".to_string()),
+        };
+        match sent {
+            Ok(reply) => Some(reply.created > 0),
+            Err(error) => {
+                tracing::debug!(peer = %peer, %error, "direct mail failed; buffering");
+                self.buffer(peer.name(), key, record);
+                None
+            }
+        }
+    }
+
+    fn buffer(self: &Arc<Self>, peer: &str, key: &Key, record: &Record) {
+        let shard = shard_of(key.as_bytes(), self.membership.shards());
+        match self.mailbox.enqueue(peer, shard, key, record, SystemClock.now_ms()) {
+            Ok(Enqueued::Dropped) => tracing::warn!(peer, shard = shard.0, "retry buffer full: record dropped, shard marked dirty"),
+            Ok(_) => self.ensure_carrier(peer),
+            Err(e) => tracing::error!(peer, error = %e, "retry buffer write failed"),
+        }
+    }
+
+    /// Starts the delivery worker for `peer` unless it runs already.
+    pub fn ensure_carrier(self: &Arc<Self>, peer: &str) {
+        if !self.carriers.lock().expect("carriers lock").insert(peer.to_string()) {
+            return;
+        }
+        let carrier = carrier::Carrier::new(self.clone(), peer.to_string());
+        let mut stop = self.stop.clone();
+        self.tasks.spawn(carrier.run(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
+
+    /// Waits (after the stop signal) for every task this coordinator started.
+    pub async fn drain(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Reads with `r` replicas answering; the newest version wins and stale
+    /// replicas are repaired in the background.
+    pub async fn read(self: &Arc<Self>, key: &Key, r: Consistency) -> Result<Option<Record>, ReplicationError> {
+        let replicas = self.replicas_of(key);
+        let required = r.required(replicas.len());
+        if required <= 1 && replicas.contains(&self.me) {
+            return Ok(self.kv.read(key)?);
+        }
+        let (tx, mut rx) = mpsc::channel::<(NodeId, Option<Record>)>(replicas.len().max(1));
+        for peer in &replicas {
+            let (this, peer, key, tx) = (self.clone(), peer.clone(), key.clone(), tx.clone());
+            self.tasks.spawn(async move {
+                if let Some(rec) = this.read_one(&peer, &key).await {
+                    let _ = tx.send((peer, rec)).await;
+                }
+            });
+        }
+        drop(tx);
+        let mut answers: Vec<(NodeId, Option<Record>)> = Vec::new();
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        while answers.len() < required {
+            tokio::select! {
+                a = rx.recv() => match a { Some(a) => answers.push(a), None => break },
+                _ = &mut deadline => break,
+            }
+        }
+        if answers.len() < required {
+            return Err(ReplicationError::NotEnoughReplicas { acked: answers.len(), required, replicas: replicas.len() });
+        }
+        let newest = answers.iter().filter_map(|(_, r)| r.clone()).max_by_key(|r| r.version);
+        if let Some(newest) = &newest {
+            for (peer, rec) in &answers {
+                if rec.as_ref().is_none_or(|r| r.version < newest.version) {
+                    self.repair(peer.clone(), key.clone(), newest.clone());
+                }
+            }
+        }
+        Ok(newest)
+    }
+
+    /// One replica's record; `None` if it did not answer.
+    async fn read_one(&self, peer: &NodeId, key: &Key) -> Option<Option<Record>> {
+        if *peer == self.me {
+            return self.kv.read(key).ok();
+        }
+        let addr = self.membership.addr_of(peer.name())?;
+        let reply: ReadReply =
+            self.peers.call((peer.name(), &addr), PATH_READ, &ReadRequest { key: key.bytes() }, self.timeout).await.ok()?;
+        match reply.record.map(|w| w.into_parts(self.max_value_bytes)) {
+            None => Some(None),
+            Some(Ok((k, rec))) if k == *key => Some(Some(rec)),
+            Some(_) => None,
+        }
+    }
+
+    /// Read repair: brings one stale replica up to `record`, off the request path.
+    fn repair(self: &Arc<Self>, peer: NodeId, key: Key, record: Record) {
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            if peer == this.me {
+                let _ = this.kv.apply(&key, &record, Precondition::None).await;
+            } else {
+                this.send_or_buffer(&peer, &key, &record).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,116 @@
+//! The peer client: signs each request, encodes it with the one codec, sends
+//! it over a shared keep-alive pool with a deadline, and counts the bytes it
+//! moves. A [`LinkFilter`] sits in front of every send so tests can cut,
+//! delay and heal links between in-process nodes.
+
+use super::codec::{self, CodecError};
+use super::mac::{MacKey, HEADER};
+use crate::client::{http_pool, HttpPool};
+use crate::clock::{Clock, SystemClock};
+use crate::metrics::WireStats;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The state of the link from one node to another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    Up,
+    /// Requests fail at once, as across a partition.
+    Down,
+    /// Requests are held this long before they are sent.
+    Delay(Duration),
+}
+
+/// Decides the state of each link; production links are always up.
+pub trait LinkFilter: Send + Sync + 'static {
+    fn link(&self, from: &str, to: &str) -> Link;
+}
+
+pub struct AllLinksUp;
+
+impl LinkFilter for AllLinksUp {
+    fn link(&self, _: &str, _: &str) -> Link {
+        Link::Up
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("peer {peer} is unreachable: {message}")]
+    Unreachable { peer: String, message: String },
+    #[error("peer {peer} did not answer within {after:?}")]
+    Timeout { peer: String, after: Duration },
+    #[error("peer {peer} refused the request: {status} {message}")]
+    Refused { peer: String, status: u16, message: String },
+    #[error("peer {peer} sent an undecodable reply: {source}")]
+    BadReply { peer: String, source: CodecError },
+}
+
+#[derive(Clone)]
+pub struct PeerClient {
+    http: HttpPool,
+    me: String,
+    key: Option<Arc<MacKey>>,
+    links: Arc<dyn LinkFilter>,
+    stats: WireStats,
+}
+
+impl PeerClient {
+    /// `key: None` only with `--insecure`: requests go unsigned.
+    pub fn new(me: &str, key: Option<Arc<MacKey>>, links: Arc<dyn LinkFilter>, stats: WireStats) -> PeerClient {
+        PeerClient { http: http_pool(), me: me.to_string(), key, links, stats }
+    }
+
+    /// POSTs `req` to `path` on the peer `(name, addr)` and decodes the reply.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        peer: (&str, &str),
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError> {
+        let (name, addr) = peer;
+        match self.links.link(&self.me, name) {
+            Link::Up => {}
+            Link::Down => return Err(RpcError::Unreachable { peer: name.into(), message: "link is down".into() }),
+            Link::Delay(d) => tokio::time::sleep(d).await,
+        }
+        let body = codec::encode(req);
+        let mut builder = hyper::Request::builder()
+            .method(hyper::Method::POST)
+            .uri(format!("http://{addr}{path}"))
+            .header(hyper::header::CONTENT_TYPE, codec::CONTENT_TYPE);
+        let mut header_bytes = path.len() + addr.len() + 60;
+        if let Some(key) = &self.key {
+            let auth = key.sign("POST", path, SystemClock.now_ms(), &self.me, &body);
+            header_bytes += HEADER.len() + auth.len() + 4;
+            builder = builder.header(HEADER, auth);
+        }
+        self.stats.requests.inc();
+        self.stats.bytes_sent.inc_by((header_bytes + body.len()) as u64);
+        let unreachable = |message: String| RpcError::Unreachable { peer: name.into(), message };
+        let req = builder.body(Full::new(Bytes::from(body))).map_err(|e| unreachable(e.to_string()))?;
+        let exchange = async {
+            let resp = self.http.request(req).await.map_err(|e| unreachable(format!("{e:#}")))?;
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+            let head: usize = parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+            self.stats.bytes_received.inc_by((head + 17 + body.len()) as u64);
+            Ok::<_, RpcError>((parts.status, body))
+        };
+        let (status, body) =
+            tokio::time::timeout(timeout, exchange).await.map_err(|_| RpcError::Timeout { peer: name.into(), after: timeout })??;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            return Err(RpcError::Refused { peer: name.into(), status: status.as_u16(), message });
+        }
+        codec::decode(&body).map_err(|source| RpcError::BadReply { peer: name.into(), source })
+    }
+}

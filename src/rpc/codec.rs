@@ -1,0 +1,80 @@
+//! The one codec for peer messages: `[format byte = 1][postcard body]`.
+//! Decoding never panics and never allocates more than the input implies.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub const FORMAT: u8 = 1;
+pub const CONTENT_TYPE: &str = "application/x-hearsay-v1";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("empty message body")]
+    Empty,
+    #[error("message format {0} is unknown (this node speaks {FORMAT})")]
+    UnknownFormat(u8),
+    #[error("message body does not decode: {0}")]
+    Malformed(String),
+    #[error("message has {0} trailing bytes")]
+    Trailing(usize),
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT];
+    // Serializing our own message types into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(msg).expect("postcard serializes plain data"));
+    out
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if format != FORMAT {
+        return Err(CodecError::UnknownFormat(format));
+    }
+    let (msg, rest) = postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Trailing(rest.len()));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::{ApplyBatch, WireRecord};
+    use bytes::Bytes;
+
+    #[test]
+    fn golden_bytes_of_an_apply_batch() {
+        let batch = ApplyBatch {
+            records: vec![WireRecord { key: Bytes::from_static(b"k"), hlc: 300, node: 1, value: Some(Bytes::from_static(b"v")) }],
+        };
+        // format, 1 record, key len 1 'k', hlc varint 300, node 1, Some, len 1 'v'
+        let expect = [1, 1, 1, b'k', 0xac, 0x02, 1, 1, 1, b'v'];
+        assert_eq!(encode(&batch), expect);
+        assert_eq!(decode::<ApplyBatch>(&expect).unwrap(), batch);
+    }
+
+    #[test]
+    fn golden_bytes_of_a_reply_and_hello() {
+        assert_eq!(encode(&crate::rpc::ApplyReply { applied: 2, created: 1 }), [1, 2, 1]);
+        let hello = crate::rpc::Hello { node: "n1".into(), addr: "a:1".into(), shards: 64 };
+        assert_eq!(encode(&hello), [1, 2, b'n', b'1', 3, b'a', b':', b'1', 64]);
+    }
+
+    #[test]
+    fn bad_bytes_are_errors() {
+        assert_eq!(decode::<ApplyBatch>(&[]), Err(CodecError::Empty));
+        assert_eq!(decode::<ApplyBatch>(&[9, 0]), Err(CodecError::UnknownFormat(9)));
+        let good = encode(&ApplyBatch { records: vec![WireRecord { key: Bytes::from_static(b"abc"), hlc: 1, node: 2, value: None }] });
+        for cut in 1..good.len() {
+            assert!(decode::<ApplyBatch>(&good[..cut]).is_err(), "truncated at {cut}");
+        }
+        let mut long = good.clone();
+        long.push(0);
+        assert_eq!(decode::<ApplyBatch>(&long), Err(CodecError::Trailing(1)));
+        // A length prefix claiming 2^62 records must not allocate for them.
+        let huge = [1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f];
+        assert!(decode::<ApplyBatch>(&huge).is_err());
+    }
+}
