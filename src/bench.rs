@@ -88,15 +88,16 @@ pub async fn preload(client: &Client, cfg: &BenchConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs one workload against `client` and measures it.
-pub async fn run_phase(client: &Client, cfg: &BenchConfig, workload: Workload) -> PhaseResult {
+/// Runs one workload, worker `i` talking to `clients[i % len]`, and measures it.
+pub async fn run_phase(clients: &[Client], cfg: &BenchConfig, workload: Workload) -> PhaseResult {
     let issued = Arc::new(AtomicU64::new(0));
     let value = Bytes::from(vec![b'x'; cfg.value_size]);
     let start = Instant::now();
     let deadline = start + cfg.duration;
     let mut tasks = Vec::new();
     for worker in 0..cfg.concurrency {
-        let (client, issued, value, cfg) = (client.clone(), issued.clone(), value.clone(), cfg.clone());
+        let client = clients[worker % clients.len()].clone();
+        let (issued, value, cfg) = (issued.clone(), value.clone(), cfg.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(cfg.seed ^ (worker as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
@@ -148,6 +149,33 @@ pub async fn run_phase(client: &Client, cfg: &BenchConfig, workload: Workload) -
     }
     result.elapsed = start.elapsed();
     result
+}
+
+/// Sum of a counter over nodes' `/metrics` (the `_total` sample of `name`).
+pub async fn scrape_counter(clients: &[Client], name: &str) -> u64 {
+    let mut total = 0;
+    for c in clients {
+        if let Ok(resp) = c.get_path("/metrics").await {
+            let text = resp.text();
+            let sample = format!("{name}_total ");
+            total += text.lines().filter_map(|l| l.strip_prefix(&sample)).filter_map(|v| v.trim().parse::<f64>().ok()).sum::<f64>() as u64;
+        }
+    }
+    total
+}
+
+/// Waits (bounded) until peer traffic stops, so background sends of `w=one`
+/// writes are counted with the phase that caused them.
+pub async fn wait_quiet(clients: &[Client]) {
+    let mut last = scrape_counter(clients, "hearsay_peer_requests").await;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = scrape_counter(clients, "hearsay_peer_requests").await;
+        if now == last {
+            return;
+        }
+        last = now;
+    }
 }
 
 /// A table of phases with each throughput as a ratio of the `noop` phase.

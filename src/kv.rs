@@ -60,16 +60,17 @@ impl KvService {
     }
 
     /// Applies records received from a peer (advancing the clock past each)
-    /// with one durability wait for the batch. Returns (applied, created).
-    pub async fn apply_batch(&self, records: &[(Key, Record)]) -> Result<(u32, u32), KvError> {
-        let (mut applied, mut created) = (0, 0);
+    /// with one durability wait for the batch. Returns how many were applied
+    /// and, per record, whether it created a live value.
+    pub async fn apply_batch(&self, records: &[(Key, Record)]) -> Result<(u32, Vec<bool>), KvError> {
+        let mut applied = 0;
+        let mut created = Vec::with_capacity(records.len());
         for (key, record) in records {
             self.hlc.observe(record.version.hlc)?;
             let shard = shard_of(key.as_bytes(), self.storage.shard_count());
-            if let Applied::Stored { previous } = self.storage.apply(shard, key.as_bytes(), record, Precondition::None)? {
-                applied += 1;
-                created += u32::from(previous.is_none_or(|p| p.tombstone));
-            }
+            let outcome = self.storage.apply(shard, key.as_bytes(), record, Precondition::None)?;
+            applied += u32::from(matches!(outcome, Applied::Stored { .. }));
+            created.push(matches!(outcome, Applied::Stored { previous } if previous.is_none_or(|p| p.tombstone) && !record.is_tombstone()));
         }
         if applied > 0 {
             self.wait_durable().await?;

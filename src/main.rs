@@ -8,7 +8,7 @@ use hearsay::bench::{self, BenchConfig, Workload};
 use hearsay::client::Client;
 use hearsay::config::{NodeConfig, SyncMode, DEFAULT_CACHE_BYTES, DEFAULT_MAX_VALUE_BYTES};
 use hearsay::config::{DEFAULT_REPLICATION_FACTOR, DEFAULT_RETRY_MAX_BYTES, DEFAULT_RETRY_MAX_RECORDS, DEFAULT_WRITE_TIMEOUT};
-use hearsay::process::{ChildNode, LISTENING_PREFIX};
+use hearsay::process::{ensure_secret_file, ChildNode, ClusterSpec, LocalCluster, LISTENING_PREFIX};
 use hearsay::types::NodeId;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -178,6 +178,13 @@ struct BenchArgs {
     query: String,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Start a local cluster of this many nodes (RF=3) and compare its PUT
+    /// throughput at each --levels with a single node measured in the same run.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Write levels for --nodes > 1.
+    #[arg(long, value_delimiter = ',', default_value = "one,quorum")]
+    levels: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -315,36 +322,20 @@ async fn run_cluster(nodes: usize, base_port: u16, data_dir: PathBuf, sync: Sync
     }
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let secret_path = data_dir.join("cluster-secret");
-    if !secret_path.exists() {
-        let secret: [u8; 32] = rand::random();
-        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(&secret_path, hex)?;
-    }
-    let addrs: Vec<String> = (0..nodes).map(|i| format!("127.0.0.1:{}", usize::from(base_port) + i)).collect();
+    ensure_secret_file(&secret_path)?;
     let exe = std::env::current_exe()?;
-    let mut children = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let name = format!("n{}", i + 1);
-        let seeds: Vec<&str> = addrs.iter().filter(|a| *a != addr).map(String::as_str).collect();
-        let args = vec![
-            "--node-id".to_string(),
-            name.clone(),
-            "--listen".into(),
-            addr.clone(),
-            "--data-dir".into(),
-            data_dir.join(&name).display().to_string(),
-            "--cluster-secret-file".into(),
-            secret_path.display().to_string(),
-            "--sync".into(),
-            format!("{sync:?}").to_lowercase(),
-            "--seeds".into(),
-            seeds.join(","),
-        ];
-        let log = std::fs::File::create(data_dir.join(format!("{name}.log")))?;
-        let child = ChildNode::spawn(&exe, &args, Some(log), Duration::from_secs(30)).with_context(|| format!("starting {name}"))?;
-        println!("{name}: {}   (log: {})", child.url, data_dir.join(format!("{name}.log")).display());
-        children.push(child);
+    let spec = ClusterSpec {
+        exe: &exe,
+        addrs: (0..nodes).map(|i| format!("127.0.0.1:{}", usize::from(base_port) + i)).collect(),
+        data_dir: &data_dir,
+        secret_file: &secret_path,
+        extra_args: vec!["--sync".into(), format!("{sync:?}").to_lowercase()],
+    };
+    let mut cluster = LocalCluster::spawn(&spec).context("starting the cluster (are the ports free?)")?;
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        println!("n{}: {}   (log: {})", i + 1, node.url, data_dir.join(format!("n{}.log", i + 1)).display());
     }
+    let children = &cluster.nodes;
     let first = &children[0].url;
     let last = &children[children.len() - 1].url;
     println!("\nhearsay cluster of {nodes} is up. Try:");
@@ -353,9 +344,80 @@ async fn run_cluster(nodes: usize, base_port: u16, data_dir: PathBuf, sync: Sync
     println!("  curl {first}/admin/cluster");
     println!("Ctrl-C stops every node.");
     shutdown_signal().await;
-    for child in &mut children {
-        let _ = child.terminate();
+    cluster.terminate();
+    Ok(())
+}
+
+/// Single node vs an N-node cluster, PUT only, in one run.
+async fn bench_cluster(args: &BenchArgs, cfg: &BenchConfig) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let dir = std::env::temp_dir().join(format!("hearsay-bench-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let sync = vec!["--sync".to_string(), format!("{:?}", args.sync).to_lowercase()];
+
+    eprintln!("baseline: one node, PUT...");
+    let single_args = [
+        vec!["--listen".into(), "127.0.0.1:0".into(), "--insecure".into(), "--data-dir".into(), dir.join("single").display().to_string()],
+        sync.clone(),
+    ]
+    .concat();
+    let mut single = ChildNode::spawn(&exe, &single_args, None, Duration::from_secs(30))?;
+    let baseline = bench::run_phase(&[Client::new(&single.url)?], cfg, Workload::Put).await;
+    single.terminate()?;
+
+    let secret = dir.join("secret");
+    ensure_secret_file(&secret)?;
+    let spec = ClusterSpec {
+        exe: &exe,
+        addrs: hearsay::process::free_loopback_addrs(args.nodes)?,
+        data_dir: &dir,
+        secret_file: &secret,
+        extra_args: sync,
+    };
+    let mut cluster = LocalCluster::spawn(&spec)?;
+    let clients: Vec<Client> = cluster.urls().iter().map(|u| Client::new(u)).collect::<Result<_, _>>()?;
+    for c in &clients {
+        for _ in 0..200 {
+            if c.get_path("/ready").await.is_ok_and(|r| r.status.is_success()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
+    let rf = 3.min(args.nodes) as u64;
+    let key_len = bench::bench_key(0).len() as u64;
+    let budget = 1.3 * (key_len + cfg.value_size as u64 + 64) as f64;
+    println!("{:<16} {:>10} {:>9} {:>9} {:>10} {:>14} {:>8}", "run", "req/s", "p50 ms", "p99 ms", "x single", "wire B/replica", "budget");
+    let row = |name: &str, r: &bench::PhaseResult, wire: Option<f64>| {
+        println!(
+            "{:<16} {:>10.0} {:>9.2} {:>9.2} {:>10.2} {:>14} {:>8.0}",
+            name,
+            r.throughput(),
+            r.percentile_ms(0.5),
+            r.percentile_ms(0.99),
+            r.throughput() / baseline.throughput(),
+            wire.map_or_else(|| "-".to_string(), |w| format!("{w:.0}")),
+            budget
+        )
+    };
+    row("single node", &baseline, None);
+    for level in &args.levels {
+        let before = bench::scrape_counter(&clients, "hearsay_peer_bytes_sent").await
+            + bench::scrape_counter(&clients, "hearsay_peer_bytes_received").await;
+        let phase_cfg = BenchConfig { query: format!("w={level}"), ..cfg.clone() };
+        let r = bench::run_phase(&clients, &phase_cfg, Workload::Put).await;
+        bench::wait_quiet(&clients).await;
+        let after = bench::scrape_counter(&clients, "hearsay_peer_bytes_sent").await
+            + bench::scrape_counter(&clients, "hearsay_peer_bytes_received").await;
+        let per_replica = (after - before) as f64 / (r.ok.max(1) * (rf - 1).max(1)) as f64;
+        row(&format!("{} nodes w={level}", args.nodes), &r, Some(per_replica));
+        if r.errors > 0 {
+            eprintln!("  ({} requests failed)", r.errors);
+        }
+    }
+    cluster.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -367,9 +429,12 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         duration: Duration::from_secs(args.duration.max(1)),
         requests: args.requests,
         read_percent: args.read_percent.min(100),
-        query: args.query,
+        query: args.query.clone(),
         seed: args.seed,
     };
+    if args.nodes > 1 && args.target.is_none() {
+        return bench_cluster(&args, &cfg).await;
+    }
     let mut local = None;
     let url = match args.target {
         Some(url) => url,
@@ -402,7 +467,7 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
             bench::preload(&client, &cfg).await.map_err(anyhow::Error::msg)?;
         }
         eprintln!("running {workload:?}...");
-        results.push(bench::run_phase(&client, &cfg, *workload).await);
+        results.push(bench::run_phase(std::slice::from_ref(&client), &cfg, *workload).await);
     }
     print!("{}", bench::report(&results));
     if let Some((mut node, dir)) = local {

@@ -67,3 +67,72 @@ impl Drop for ChildNode {
         }
     }
 }
+
+/// A local cluster of child nodes on loopback, each seeded with the others.
+pub struct LocalCluster {
+    pub nodes: Vec<ChildNode>,
+}
+
+/// How to start a [`LocalCluster`].
+pub struct ClusterSpec<'a> {
+    pub exe: &'a Path,
+    /// One `host:port` per node; node i is named `n{i+1}`.
+    pub addrs: Vec<String>,
+    pub data_dir: &'a Path,
+    /// File with the shared cluster secret.
+    pub secret_file: &'a Path,
+    /// Extra `serve` flags for every node.
+    pub extra_args: Vec<String>,
+}
+
+impl LocalCluster {
+    pub fn spawn(spec: &ClusterSpec<'_>) -> std::io::Result<LocalCluster> {
+        let mut nodes = Vec::new();
+        for (i, addr) in spec.addrs.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let seeds: Vec<&str> = spec.addrs.iter().filter(|a| *a != addr).map(String::as_str).collect();
+            let mut args = vec![
+                "--node-id".to_string(),
+                name.clone(),
+                "--listen".into(),
+                addr.clone(),
+                "--data-dir".into(),
+                spec.data_dir.join(&name).display().to_string(),
+                "--cluster-secret-file".into(),
+                spec.secret_file.display().to_string(),
+                "--seeds".into(),
+                seeds.join(","),
+            ];
+            args.extend(spec.extra_args.iter().cloned());
+            let log = std::fs::File::create(spec.data_dir.join(format!("{name}.log")))?;
+            nodes.push(ChildNode::spawn(spec.exe, &args, Some(log), Duration::from_secs(30))?);
+        }
+        Ok(LocalCluster { nodes })
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url.clone()).collect()
+    }
+
+    pub fn terminate(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.terminate();
+        }
+    }
+}
+
+/// Writes a fresh random cluster secret to `path` unless one is there.
+pub fn ensure_secret_file(path: &Path) -> std::io::Result<()> {
+    if !path.exists() {
+        let secret: [u8; 32] = rand::random();
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(path, hex)?;
+    }
+    Ok(())
+}
+
+/// `n` loopback addresses with ports the OS reports free right now.
+pub fn free_loopback_addrs(n: usize) -> std::io::Result<Vec<String>> {
+    let listeners: Vec<std::net::TcpListener> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect()
+}

@@ -6,21 +6,22 @@
 //! replicas, return the newest version and repair stale replicas behind.
 
 pub mod carrier;
+pub mod courier;
 pub mod mailbox;
 
 use crate::clock::{Clock, SystemClock};
 use crate::kv::{KvError, KvService};
 use crate::membership::Membership;
 use crate::rpc::client::PeerClient;
-use crate::rpc::{ApplyBatch, ApplyReply, ReadReply, ReadRequest, WireRecord, PATH_APPLY, PATH_READ};
+use crate::rpc::{ReadReply, ReadRequest, PATH_READ};
 use crate::storage::{Applied, Precondition, StorageError};
 use crate::types::{shard_of, Consistency, Key, NodeId, Record, Version};
 use bytes::Bytes;
 use mailbox::{Enqueued, Mailbox};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,13 +57,14 @@ pub struct Replication {
     pub peers: PeerClient,
     pub mailbox: Arc<Mailbox>,
     me: NodeId,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
     max_value_bytes: usize,
     carriers: Mutex<HashSet<String>>,
+    couriers: Mutex<HashMap<String, mpsc::Sender<courier::Parcel>>>,
     stop: watch::Receiver<bool>,
     /// Every task this coordinator spawns, so shutdown can wait for them
     /// before the store is closed.
-    tasks: TaskTracker,
+    pub(crate) tasks: TaskTracker,
 }
 
 impl Replication {
@@ -84,6 +86,7 @@ impl Replication {
             timeout,
             max_value_bytes,
             carriers: Mutex::default(),
+            couriers: Mutex::default(),
             stop,
             tasks: TaskTracker::new(),
         }
@@ -129,10 +132,10 @@ impl Replication {
                 self.buffer(peer.name(), &key, &record);
                 continue;
             }
-            let (this, peer, key, record, tx) = (self.clone(), peer.clone(), key.clone(), record.clone(), tx.clone());
+            let ack = self.mail(peer.name(), key.clone(), record.clone()).await;
+            let tx = tx.clone();
             self.tasks.spawn(async move {
-                let ack = this.send_or_buffer(&peer, &key, &record).await;
-                let _ = tx.send(ack).await;
+                let _ = tx.send(ack.await.unwrap_or(None)).await;
             });
         }
         drop(tx);
@@ -157,26 +160,34 @@ impl Replication {
         Ok(WriteOutcome { version: record.version, created: created.unwrap_or(true) })
     }
 
-    /// Sends one record to a peer; on failure buffers it. `Some(created)` on ack.
-    async fn send_or_buffer(self: &Arc<Self>, peer: &NodeId, key: &Key, record: &Record) -> Option<bool> {
-        let batch = ApplyBatch { records: vec![WireRecord::new(key, record)] };
-        let sent = match self.membership.addr_of(peer.name()) {
-            Some(addr) => {
-                self.peers.call::<_, ApplyReply>((peer.name(), &addr), PATH_APPLY, &batch, self.timeout).await.map_err(|e| e.to_string())
-            }
-            None => Err("address unknown".to_string()),
+    /// Hands a record to the peer's courier; resolves to `Some(created)`
+    /// once the peer applied it, `None` if it was buffered instead.
+    async fn mail(self: &Arc<Self>, peer: &str, key: Key, record: Record) -> oneshot::Receiver<Option<bool>> {
+        let (ack, answer) = oneshot::channel();
+        let inbox = {
+            let mut couriers = self.couriers.lock().expect("couriers lock");
+            couriers
+                .entry(peer.to_string())
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(courier::QUEUE);
+                    let courier = courier::Courier::new(self.clone(), peer.to_string(), rx);
+                    let mut stop = self.stop.clone();
+                    self.tasks.spawn(courier.run(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    }));
+                    tx
+                })
+                .clone()
         };
-        match sent {
-            Ok(reply) => Some(reply.created > 0),
-            Err(error) => {
-                tracing::debug!(peer = %peer, %error, "direct mail failed; buffering");
-                self.buffer(peer.name(), key, record);
-                None
-            }
+        if let Err(mpsc::error::SendError(p)) = inbox.send(courier::Parcel { key, record, ack }).await {
+            // The courier stopped (shutdown): keep the record for later.
+            self.buffer(peer, &p.key, &p.record);
+            let _ = p.ack.send(None);
         }
+        answer
     }
 
-    fn buffer(self: &Arc<Self>, peer: &str, key: &Key, record: &Record) {
+    pub(crate) fn buffer(self: &Arc<Self>, peer: &str, key: &Key, record: &Record) {
         let shard = shard_of(key.as_bytes(), self.membership.shards());
         match self.mailbox.enqueue(peer, shard, key, record, SystemClock.now_ms()) {
             Ok(Enqueued::Dropped) => tracing::warn!(peer, shard = shard.0, "retry buffer full: record dropped, shard marked dirty"),
@@ -266,7 +277,7 @@ impl Replication {
             if peer == this.me {
                 let _ = this.kv.apply(&key, &record, Precondition::None).await;
             } else {
-                this.send_or_buffer(&peer, &key, &record).await;
+                let _ = this.mail(peer.name(), key, record).await.await;
             }
         });
     }

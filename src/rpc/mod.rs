@@ -56,8 +56,8 @@ pub struct ApplyBatch {
 pub struct ApplyReply {
     /// Records that were newer than what the receiver held.
     pub applied: u32,
-    /// Of those, records for keys that held no live value.
-    pub created: u32,
+    /// Per record of the batch: it was stored where no live value was.
+    pub created: Vec<bool>,
 }
 
 /// `POST /internal/read`: the receiver's record for one key.
