@@ -20,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod kv;
 pub mod membership;
+pub mod merkle;
 pub mod metrics;
 pub mod node;
 pub mod placement;

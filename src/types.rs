@@ -160,7 +160,7 @@ impl fmt::Debug for NodeId {
 /// A version: hybrid-logical-clock stamp, then the writer's tag. The derived
 /// order compares `hlc` first, then `node`: last writer wins, ties broken by
 /// node, so every replica picks the same winner.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Version {
     /// 48-bit unix milliseconds << 16 | 16-bit logical counter.
     pub hlc: u64,

@@ -67,6 +67,18 @@ impl Model {
             .collect()
     }
 
+    /// The Merkle root a shard must have, rebuilt from scratch.
+    fn root(&self, shard: u32) -> hearsay::merkle::Digest {
+        let mut tree = hearsay::merkle::ShardTree::default();
+        for ((s, k), r) in &self.0 {
+            if *s == shard {
+                let d = hearsay::merkle::record_digest(k, r.version, r.value.as_deref());
+                tree.update(hearsay::merkle::locate(k).0, None, &d);
+            }
+        }
+        tree.root()
+    }
+
     fn counts(&self, shard: u32) -> ShardCounts {
         let recs: Vec<_> = self.0.iter().filter(|((s, _), _)| *s == shard).collect();
         ShardCounts { records: recs.len() as u64, live: recs.iter().filter(|(_, r)| r.value.is_some()).count() as u64 }
@@ -114,6 +126,7 @@ fn check<S: Storage>(ops: &[Op], mut open: impl FnMut(Option<S>) -> S) -> Result
         }
         for s in 0..SHARDS {
             prop_assert_eq!(store.counts(ShardId(s)), model.counts(s), "counts of shard {}", s);
+            prop_assert_eq!(store.trees().shard(s).root(), model.root(s), "merkle root of shard {}", s);
         }
     }
     Ok(())
@@ -168,6 +181,11 @@ fn concurrent_applies_of_one_key_end_at_the_max_version() {
             (0..8u64).flat_map(|t| (0..500u64).map(move |i| Version { hlc: (i * 7919 + t * 104_729) % 4000, node: t })).max().unwrap();
         assert_eq!(store.get(shard, b"hot").unwrap().unwrap().version, max);
         assert_eq!(store.counts(shard), ShardCounts { live: 1, records: 1 });
+        // The tree agrees with the data after racing writers of one leaf.
+        let rec = store.get(shard, b"hot").unwrap().unwrap();
+        let mut expect = hearsay::merkle::ShardTree::default();
+        expect.update(hearsay::merkle::locate(b"hot").0, None, &hearsay::merkle::record_digest(b"hot", rec.version, rec.value.as_deref()));
+        assert_eq!(store.trees().shard(shard.0).root(), expect.root());
     }
 }
 

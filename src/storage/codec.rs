@@ -31,6 +31,12 @@ pub fn decode_head(bytes: &[u8]) -> Result<RecordHead, StorageError> {
     Ok(RecordHead { version, tombstone: value.is_none() })
 }
 
+/// The Merkle digest of a stored record, hashed straight from its bytes.
+pub fn digest(key: &[u8], bytes: &[u8]) -> Result<crate::merkle::Digest, StorageError> {
+    let (version, value) = split(bytes)?;
+    Ok(crate::merkle::record_digest(key, version, value))
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Record, StorageError> {
     let (version, value) = split(bytes)?;
     Ok(Record { version, value: value.map(Bytes::copy_from_slice) })

@@ -14,6 +14,7 @@ type AuxTree = BTreeMap<Vec<u8>, Vec<u8>>;
 
 struct Inner {
     shards: Vec<Shard>,
+    trees: crate::merkle::Trees,
     meta: Mutex<HashMap<String, Vec<u8>>>,
     aux: Mutex<HashMap<String, AuxTree>>,
 }
@@ -23,8 +24,13 @@ pub struct MemStorage(Arc<Inner>);
 
 impl MemStorage {
     pub fn new(shards: u32) -> MemStorage {
-        let shards = (0..shards).map(|_| RwLock::new((BTreeMap::new(), ShardCounts::default()))).collect();
-        MemStorage(Arc::new(Inner { shards, meta: Mutex::new(HashMap::new()), aux: Mutex::new(HashMap::new()) }))
+        let shards: Vec<Shard> = (0..shards).map(|_| RwLock::new((BTreeMap::new(), ShardCounts::default()))).collect();
+        MemStorage(Arc::new(Inner {
+            trees: crate::merkle::Trees::new(shards.len() as u32),
+            shards,
+            meta: Mutex::new(HashMap::new()),
+            aux: Mutex::new(HashMap::new()),
+        }))
     }
 
     /// A fresh handle over the same data, as after a clean restart.
@@ -56,6 +62,9 @@ impl Storage for MemStorage {
         let (live, records) = count_delta(current.as_ref(), record);
         counts.live = counts.live.saturating_add_signed(live);
         counts.records = counts.records.saturating_add_signed(records);
+        let old = map.get(key).map(|r| crate::merkle::record_digest(key, r.version, r.value.as_deref()));
+        let new = crate::merkle::record_digest(key, record.version, record.value.as_deref());
+        self.0.trees.record(shard.0, key, old.as_ref(), &new);
         map.insert(Bytes::copy_from_slice(key), record.clone());
         Ok(Applied::Stored { previous: current })
     }
@@ -73,6 +82,21 @@ impl Storage for MemStorage {
             .take(limit)
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect())
+    }
+
+    fn trees(&self) -> &crate::merkle::Trees {
+        &self.0.trees
+    }
+
+    fn scan_heads(
+        &self,
+        shard: ShardId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, crate::types::RecordHead)>, StorageError> {
+        let guard = self.shard(shard)?.read().expect("shard lock");
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(guard.0.range::<[u8], _>((start, Bound::Unbounded)).take(limit).map(|(k, r)| (k.clone(), r.head())).collect())
     }
 
     fn counts(&self, shard: ShardId) -> ShardCounts {

@@ -9,6 +9,7 @@ pub mod group_commit;
 pub mod mem_engine;
 pub mod sled_engine;
 
+pub use crate::merkle::Trees;
 use crate::types::{Record, RecordHead, ShardId, Version};
 use bytes::Bytes;
 
@@ -96,6 +97,32 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Makes every apply that returned before this call durable.
     fn flush(&self) -> Result<(), StorageError>;
+
+    /// The shard's Merkle trees, updated by every apply.
+    fn trees(&self) -> &crate::merkle::Trees;
+
+    /// Like [`Storage::scan`] over a whole shard, but only keys and heads
+    /// (no value copies): what a Merkle leaf listing needs.
+    fn scan_heads(&self, shard: ShardId, after: Option<&[u8]>, limit: usize) -> Result<Vec<(Bytes, RecordHead)>, StorageError>;
+
+    /// The (leaf, key, version) of every record in the given leaves of a
+    /// shard, in key order. Scans the shard; memory is bounded by the
+    /// records of the requested leaves.
+    fn leaf_entries(&self, shard: ShardId, leaves: &std::collections::BTreeSet<u32>) -> Result<Vec<(u32, Bytes, Version)>, StorageError> {
+        let mut out = Vec::new();
+        let mut after: Option<Bytes> = None;
+        loop {
+            let page = self.scan_heads(shard, after.as_deref(), 4096)?;
+            let Some((last, _)) = page.last() else { return Ok(out) };
+            after = Some(last.clone());
+            for (key, head) in page {
+                let (leaf, _) = crate::merkle::locate(&key);
+                if leaves.contains(&leaf) {
+                    out.push((leaf, key, head.version));
+                }
+            }
+        }
+    }
 
     /// Bytes the engine occupies on disk (0 for memory).
     fn size_on_disk(&self) -> u64;

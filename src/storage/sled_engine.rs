@@ -33,6 +33,7 @@ pub struct SledStorage {
     meta: sled::Tree,
     shards: Vec<sled::Tree>,
     counts: Vec<Counters>,
+    trees: crate::merkle::Trees,
 }
 
 pub fn shard_tree_name(shard: u32) -> String {
@@ -68,19 +69,21 @@ impl SledStorage {
         };
         let mut trees = Vec::with_capacity(shards as usize);
         let mut counts = Vec::with_capacity(shards as usize);
+        let merkle = crate::merkle::Trees::new(shards);
         for s in 0..shards {
             let tree = db.open_tree(shard_tree_name(s))?;
             let c = Counters::default();
             for item in tree.iter() {
-                let (_, v) = item?;
+                let (k, v) = item?;
                 let head = codec::decode_head(&v)?;
+                merkle.record(s, &k, None, &codec::digest(&k, &v)?);
                 c.records.fetch_add(1, Ordering::Relaxed);
                 c.live.fetch_add(i64::from(!head.tombstone), Ordering::Relaxed);
             }
             trees.push(tree);
             counts.push(c);
         }
-        Ok(SledStorage { db, meta, shards: trees, counts })
+        Ok(SledStorage { db, meta, shards: trees, counts, trees: merkle })
     }
 
     fn tree(&self, shard: ShardId) -> Result<&sled::Tree, StorageError> {
@@ -106,10 +109,15 @@ impl Storage for SledStorage {
             if let Some(outcome) = decide(current.as_ref(), record, pre) {
                 return Ok(outcome);
             }
+            let old_digest = raw.as_ref().map(|v| codec::digest(key, v)).transpose()?;
             // Lost a race with another writer of this key: re-read and decide again.
             if tree.compare_and_swap(key, raw, Some(encoded.as_slice()))?.is_err() {
                 continue;
             }
+            // Each successful swap moves the leaf by exactly -old +new, and
+            // sums commute, so racing writers of one leaf cannot skew it.
+            let new_digest = crate::merkle::record_digest(key, record.version, record.value.as_deref());
+            self.trees.record(shard.0, key, old_digest.as_ref(), &new_digest);
             let (live, records) = count_delta(current.as_ref(), record);
             let c = &self.counts[shard.0 as usize];
             c.live.fetch_add(live, Ordering::Relaxed);
@@ -136,6 +144,29 @@ impl Storage for SledStorage {
             page.push((Bytes::copy_from_slice(&k), codec::decode(&v)?));
         }
         Ok(page)
+    }
+
+    fn trees(&self) -> &crate::merkle::Trees {
+        &self.trees
+    }
+
+    fn scan_heads(
+        &self,
+        shard: ShardId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, crate::types::RecordHead)>, StorageError> {
+        let tree = self.tree(shard)?;
+        let iter = match after {
+            Some(a) => tree.range::<&[u8], _>((Bound::Excluded(a), Bound::Unbounded)),
+            None => tree.iter(),
+        };
+        iter.take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((Bytes::copy_from_slice(&k), codec::decode_head(&v)?))
+            })
+            .collect()
     }
 
     fn counts(&self, shard: ShardId) -> ShardCounts {
