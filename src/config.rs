@@ -49,7 +49,14 @@ pub struct NodeConfig {
     pub retry_max_records: u64,
     pub retry_max_bytes: u64,
     pub links: Links,
+    /// The anti-entropy schedule a node starts with if none is stored.
+    pub anti_entropy_enabled: bool,
+    pub anti_entropy_interval_secs: u64,
+    /// Bearer token required on `/admin/...`; `None` leaves them open.
+    pub admin_token: Option<String>,
 }
+
+pub const DEFAULT_ANTI_ENTROPY_INTERVAL_SECS: u64 = 600;
 
 pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -79,6 +86,9 @@ impl NodeConfig {
             retry_max_records: DEFAULT_RETRY_MAX_RECORDS,
             retry_max_bytes: DEFAULT_RETRY_MAX_BYTES,
             links: Links(Arc::new(AllLinksUp)),
+            anti_entropy_enabled: true,
+            anti_entropy_interval_secs: DEFAULT_ANTI_ENTROPY_INTERVAL_SECS,
+            admin_token: None,
         }
     }
 }

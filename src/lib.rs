@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod node;
 pub mod placement;
 pub mod process;
+pub mod repair;
 pub mod replication;
 pub mod rpc;
 pub mod storage;

@@ -7,7 +7,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use hearsay::bench::{self, BenchConfig, Workload};
 use hearsay::client::Client;
 use hearsay::config::{NodeConfig, SyncMode, DEFAULT_CACHE_BYTES, DEFAULT_MAX_VALUE_BYTES};
-use hearsay::config::{DEFAULT_REPLICATION_FACTOR, DEFAULT_RETRY_MAX_BYTES, DEFAULT_RETRY_MAX_RECORDS, DEFAULT_WRITE_TIMEOUT};
+use hearsay::config::{
+    DEFAULT_ANTI_ENTROPY_INTERVAL_SECS, DEFAULT_REPLICATION_FACTOR, DEFAULT_RETRY_MAX_BYTES, DEFAULT_RETRY_MAX_RECORDS,
+    DEFAULT_WRITE_TIMEOUT,
+};
 use hearsay::process::{ensure_secret_file, ChildNode, ClusterSpec, LocalCluster, LISTENING_PREFIX};
 use hearsay::types::NodeId;
 use std::io::{IsTerminal, Read, Write};
@@ -75,6 +78,24 @@ enum Command {
         target: Target,
         key: String,
     },
+    /// Start an anti-entropy run (default: ring mode over every shard the node replicates).
+    Repair {
+        #[command(flatten)]
+        target: Target,
+        /// Only this shard (repeatable).
+        #[arg(long)]
+        shard: Vec<u32>,
+        #[arg(long, default_value = "ring", value_parser = ["ring", "push", "pull", "push-pull"])]
+        mode: String,
+        /// Wait for the run to end, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cluster members, shards whose replicas differ, retry buffers.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Exit 0 if the node answers /health (for container health checks).
     Health {
         #[command(flatten)]
@@ -136,13 +157,25 @@ struct ServeArgs {
     /// Retry buffer bound per peer, in bytes (0 disables buffering).
     #[arg(long, env = "HEARSAY_RETRY_BUFFER_MAX_BYTES", default_value_t = DEFAULT_RETRY_MAX_BYTES)]
     retry_buffer_max_bytes: u64,
+    /// Seconds between scheduled anti-entropy runs, for a node with no stored schedule.
+    #[arg(long, env = "HEARSAY_ANTI_ENTROPY_INTERVAL", default_value_t = DEFAULT_ANTI_ENTROPY_INTERVAL_SECS)]
+    anti_entropy_interval: u64,
+    /// Start with scheduled anti-entropy off (for a node with no stored schedule).
+    #[arg(long, env = "HEARSAY_NO_ANTI_ENTROPY")]
+    no_anti_entropy: bool,
+    /// Require `Authorization: Bearer <token>` on /admin routes.
+    #[arg(long, env = "HEARSAY_ADMIN_TOKEN")]
+    admin_token: Option<String>,
 }
 
 #[derive(Args)]
 struct Target {
     /// The node to talk to.
-    #[arg(long, env = "HEARSAY_NODE", default_value = "http://127.0.0.1:7000")]
+    #[arg(long, env = "HEARSAY_NODE", default_value = "http://127.0.0.1:7001")]
     node: String,
+    /// Token for /admin routes, if the node requires one.
+    #[arg(long, env = "HEARSAY_ADMIN_TOKEN")]
+    admin_token: Option<String>,
     /// Extra query, e.g. "w=all" or "r=quorum".
     #[arg(long, default_value = "")]
     query: String,
@@ -234,6 +267,8 @@ async fn run(command: Command) -> Result<()> {
             expect_success(&resp)
         }
         Command::Bench(args) => run_bench(args).await,
+        Command::Repair { target, shard, mode, wait } => repair(&target, shard, &mode, wait).await,
+        Command::Status { target } => status(&target).await,
         Command::Migrate { data_dir } => {
             let db = sled::Config::new().path(&data_dir).open().with_context(|| format!("opening {}", data_dir.display()))?;
             let report = migrations::run(&db)?;
@@ -245,7 +280,92 @@ async fn run(command: Command) -> Result<()> {
 }
 
 fn client(target: &Target) -> Result<Client> {
-    Ok(Client::new(&target.node)?)
+    Ok(Client::new(&target.node)?.with_token(target.admin_token.clone()))
+}
+
+async fn admin_json(c: &Client, path: &str) -> Result<serde_json::Value> {
+    let resp = c.get_path(path).await?;
+    expect_success(&resp)?;
+    Ok(resp.json())
+}
+
+async fn repair(target: &Target, shards: Vec<u32>, mode: &str, wait: bool) -> Result<()> {
+    let c = client(target)?;
+    let mut body = serde_json::json!({ "mode": mode });
+    if !shards.is_empty() {
+        body["shards"] = serde_json::json!(shards);
+    }
+    let resp =
+        c.send(hyper::Method::POST, "/admin/anti-entropy", &[("content-type", "application/json")], Bytes::from(body.to_string())).await?;
+    expect_success(&resp)?;
+    let id = resp.json()["run_id"].as_str().unwrap_or_default().to_string();
+    println!("started anti-entropy run {id}");
+    if !wait {
+        return Ok(());
+    }
+    loop {
+        let st = admin_json(&c, "/admin/anti-entropy").await?;
+        let running = &st["running"];
+        if running["id"] == id.as_str() {
+            let (done, total) = (running["shards_done"].as_u64().unwrap_or(0), running["shards_total"].as_u64().unwrap_or(0));
+            let filled = (done * 30).checked_div(total).unwrap_or(30).min(30) as usize;
+            eprint!(
+                "\r[{}{}] {done}/{total} shards, {} hops, {} keys moved",
+                "#".repeat(filled),
+                " ".repeat(30 - filled),
+                running["hops"],
+                running["keys_sent"]
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
+        eprintln!();
+        let run = st["history"].as_array().and_then(|h| h.iter().find(|r| r["id"] == id.as_str())).cloned().unwrap_or_default();
+        println!("{}", serde_json::to_string_pretty(&run)?);
+        if run["outcome"] != "completed" {
+            bail!("run {id} ended {}", run["outcome"]);
+        }
+        return Ok(());
+    }
+}
+
+async fn status(target: &Target) -> Result<()> {
+    let c = client(target)?;
+    let cluster = admin_json(&c, "/admin/cluster").await?;
+    println!("cluster of {} members, {} shards", cluster["members"].as_array().map_or(0, Vec::len), cluster["shard_count"]);
+    let mut roots: std::collections::BTreeMap<u64, Vec<(String, String)>> = Default::default();
+    for m in cluster["members"].as_array().cloned().unwrap_or_default() {
+        let (id, addr) = (m["id"].as_str().unwrap_or("?").to_string(), m["addr"].as_str().unwrap_or("").to_string());
+        let mc = Client::new(&format!("http://{addr}"))?.with_token(target.admin_token.clone()).with_timeout(Duration::from_secs(3));
+        match admin_json(&mc, "/admin/shards").await {
+            Ok(shards) => {
+                let mail = admin_json(&mc, "/admin/mail").await.unwrap_or_default();
+                let pending: u64 =
+                    mail["peers"].as_array().map_or(0, |p| p.iter().map(|x| x["pending_records"].as_u64().unwrap_or(0)).sum());
+                let dropped: u64 = mail["peers"].as_array().map_or(0, |p| p.iter().map(|x| x["dropped"].as_u64().unwrap_or(0)).sum());
+                println!("  {id:<8} {addr:<22} up    mail pending {pending}, dropped {dropped}");
+                for s in shards["shards"].as_array().cloned().unwrap_or_default() {
+                    let replicas: Vec<&str> =
+                        s["replicas"].as_array().map_or(Vec::new(), |r| r.iter().filter_map(|x| x.as_str()).collect());
+                    if replicas.contains(&id.as_str()) {
+                        roots
+                            .entry(s["id"].as_u64().unwrap_or(0))
+                            .or_default()
+                            .push((id.clone(), s["root"].as_str().unwrap_or("").to_string()));
+                    }
+                }
+            }
+            Err(e) => println!("  {id:<8} {addr:<22} DOWN  ({e})"),
+        }
+    }
+    let differing: Vec<u64> = roots.iter().filter(|(_, r)| r.iter().any(|(_, x)| *x != r[0].1)).map(|(s, _)| *s).collect();
+    if differing.is_empty() {
+        println!("all {} shards seen have equal roots on the replicas that answered", roots.len());
+    } else {
+        println!("{} shards have differing roots: {differing:?}", differing.len());
+        println!("repair them with: hearsay repair --node {} --wait", target.node);
+    }
+    Ok(())
 }
 
 fn read_stdin() -> Result<Bytes> {
@@ -288,6 +408,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         write_timeout: Duration::from_millis(args.write_timeout_ms.max(1)),
         retry_max_records: args.retry_buffer_max_records,
         retry_max_bytes: args.retry_buffer_max_bytes,
+        anti_entropy_enabled: !args.no_anti_entropy,
+        anti_entropy_interval_secs: args.anti_entropy_interval.clamp(10, 604_800),
+        admin_token: args.admin_token.filter(|t| !t.is_empty()),
         ..NodeConfig::new(node_id, args.data_dir)
     };
     let storage = hearsay::node::open_storage(&config).await?;

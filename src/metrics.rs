@@ -49,6 +49,12 @@ pub struct Metrics {
     pub wire: WireStats,
     pub mail_dropped: Family<PeerLabels, Counter>,
     pub mail_pending: Family<PeerLabels, Gauge>,
+    pub ae_runs: Counter,
+    pub ae_hops: Counter,
+    pub ae_keys_repaired: Counter,
+    pub ae_bytes: Counter,
+    pub ae_shards_diverged: Counter,
+    pub shard_last_verified: Family<ShardLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -73,12 +79,41 @@ impl Metrics {
         registry.register("peer_bytes_received", "Bytes of peer replies received (headers, body)", wire.bytes_received.clone());
         registry.register("mail_dropped", "Records dropped because a peer's retry buffer was full", mail_dropped.clone());
         registry.register("mail_pending", "Records waiting in a peer's retry buffer", mail_pending.clone());
+        let (ae_runs, ae_hops, ae_keys_repaired, ae_bytes, ae_shards_diverged) =
+            (Counter::default(), Counter::default(), Counter::default(), Counter::default(), Counter::default());
+        let shard_last_verified = Family::<ShardLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register("anti_entropy_runs", "Anti-entropy runs started on this node", ae_runs.clone());
+        registry.register("anti_entropy_hops", "Replica-to-replica exchanges made by anti-entropy runs", ae_hops.clone());
+        registry.register("anti_entropy_keys_repaired", "Records moved by anti-entropy", ae_keys_repaired.clone());
+        registry.register("anti_entropy_bytes", "Peer-protocol bytes moved by anti-entropy", ae_bytes.clone());
+        registry.register("anti_entropy_shards_diverged", "Shards found with differing replicas", ae_shards_diverged.clone());
+        registry.register(
+            "shard_last_verified_seconds",
+            "Seconds since each shard was last verified equal on all its replicas (absent: never, since start)",
+            shard_last_verified.clone(),
+        );
         registry.register("http_requests", "HTTP requests served, by route and status", http_requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency, by route and status", http_latency.clone());
         registry.register("shard_keys", "Live keys stored per shard on this node", shard_keys.clone());
         registry.register("shard_records", "Records (values and tombstones) per shard on this node", shard_records.clone());
         registry.register("storage_bytes", "Bytes the storage engine occupies on disk", storage_bytes.clone());
-        Metrics { registry, http_requests, http_latency, shard_keys, shard_records, storage_bytes, wire, mail_dropped, mail_pending }
+        Metrics {
+            registry,
+            http_requests,
+            http_latency,
+            shard_keys,
+            shard_records,
+            storage_bytes,
+            wire,
+            mail_dropped,
+            mail_pending,
+            ae_runs,
+            ae_hops,
+            ae_keys_repaired,
+            ae_bytes,
+            ae_shards_diverged,
+            shard_last_verified,
+        }
     }
 
     pub fn observe_request(&self, labels: HttpLabels, seconds: f64) {

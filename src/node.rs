@@ -97,15 +97,28 @@ pub async fn run_with_storage(
         membership.clone(),
         peers.clone(),
         mailbox.clone(),
-        ReplicationSettings { me: config.node_id.clone(), timeout: config.write_timeout, max_value_bytes: config.max_value_bytes },
+        ReplicationSettings {
+            me: config.node_id.clone(),
+            metrics: metrics.clone(),
+            timeout: config.write_timeout,
+            max_value_bytes: config.max_value_bytes,
+        },
         stop_rx_for_workers.clone(),
     ));
     for peer in mailbox.peers_with_mail() {
         repl.ensure_carrier(&peer);
     }
     workers.push(tokio::spawn(membership.clone().discover(peers, stopped())));
+    let initial =
+        crate::repair::Schedule { enabled: config.anti_entropy_enabled, interval_secs: config.anti_entropy_interval_secs, stamp: 0 };
+    let ae = Arc::new(
+        crate::repair::AntiEntropy::open(repl.clone(), initial).map_err(|source| NodeError::Storage { dir: dir.clone(), source })?,
+    );
+    workers.push(tokio::spawn(ae.clone().scheduler(stopped())));
     let state = AppState {
         repl: repl.clone(),
+        ae: ae.clone(),
+        admin_token: config.admin_token.as_deref().map(Arc::from),
         metrics,
         node: config.node_id.name().to_string(),
         max_value_bytes: config.max_value_bytes,
@@ -119,9 +132,13 @@ pub async fn run_with_storage(
     for w in workers {
         let _ = w.await;
     }
+    if let Some(run) = ae.running() {
+        let _ = ae.cancel(&run.id);
+    }
     repl.drain().await;
+    drop(ae);
     drop(repl);
-    let flushed = tokio::task::spawn_blocking(move || storage.flush()).await.expect("flush task panicked");
+    let flushed = tokio::task::spawn_blocking(move || storage.flush()).await.unwrap_or(Err(StorageError::FlushFailed));
     served?;
     flushed.map_err(NodeError::Close)?;
     tracing::info!("stopped cleanly");

@@ -43,6 +43,16 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         st.metrics.shard_records.get_or_create(&label).set(counts.records as i64);
     }
     st.metrics.storage_bytes.set(storage.size_on_disk());
+    let now = {
+        use crate::clock::Clock;
+        crate::clock::SystemClock.now_ms()
+    };
+    for (s, at) in st.ae.last_verified().iter().enumerate() {
+        if let Some(at) = at {
+            let label = crate::metrics::ShardLabels { shard: s.to_string() };
+            st.metrics.shard_last_verified.get_or_create(&label).set(now.saturating_sub(*at) as f64 / 1000.0);
+        }
+    }
     for peer in st.repl.mailbox.stats(0) {
         st.metrics.mail_pending.get_or_create(&crate::metrics::PeerLabels { peer: peer.peer }).set(peer.pending_records as i64);
     }
@@ -58,16 +68,28 @@ struct ShardInfo {
     replicas: Vec<String>,
     keys: u64,
     records: u64,
+    /// This node's Merkle root of the shard, hex.
+    root: String,
+    /// Peers whose copy of this shard missed writes this node had to drop.
+    dirty_peers: Vec<String>,
+    /// Unix ms the shard was last verified equal on all replicas (by a run on this node).
+    last_verified_ms: Option<u64>,
 }
 
 pub async fn shards(State(st): State<AppState>) -> Json<serde_json::Value> {
     let storage = st.repl.kv.storage();
     let placement = st.repl.membership.placement();
+    let members = st.repl.membership.members();
+    let dirty: Vec<(String, Vec<u32>)> = members.iter().map(|m| (m.id.clone(), st.repl.mailbox.dirty_shards(&m.id))).collect();
+    let verified = st.ae.last_verified();
     let shards: Vec<ShardInfo> = (0..storage.shard_count())
         .map(|s| {
             let c = storage.counts(ShardId(s));
             let replicas = placement.replicas(ShardId(s)).iter().map(|n| n.name().to_string()).collect();
-            ShardInfo { id: s, replicas, keys: c.live, records: c.records }
+            let root = crate::merkle::hex(&storage.trees().shard(s).root());
+            let dirty_peers = dirty.iter().filter(|(_, d)| d.contains(&s)).map(|(p, _)| p.clone()).collect();
+            let last_verified_ms = verified.get(s as usize).copied().flatten();
+            ShardInfo { id: s, replicas, keys: c.live, records: c.records, root, dirty_peers, last_verified_ms }
         })
         .collect();
     Json(json!({ "node": st.node, "shard_count": storage.shard_count(), "shards": shards }))

@@ -6,9 +6,13 @@ use super::error::ApiError;
 use super::kv::read_limited;
 use super::AppState;
 use crate::clock::{Clock, SystemClock};
+use crate::repair::exchange::answer_leaf_diff;
 use crate::rpc::codec::{self, CONTENT_TYPE};
 use crate::rpc::mac::HEADER;
-use crate::rpc::{ApplyBatch, ApplyReply, Hello, ReadReply, ReadRequest, WireRecord};
+use crate::rpc::{
+    ApplyBatch, ApplyReply, Fetch, FetchReply, Hello, LeafDiff, ReadReply, ReadRequest, ScheduleUpdate, SyncRequest, TreeReply,
+    TreeRequest, WireRecord,
+};
 use crate::types::Key;
 use axum::body::Body;
 use axum::extract::State;
@@ -62,4 +66,76 @@ pub async fn hello(State(st): State<AppState>, uri: Uri, headers: HeaderMap, bod
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "join_refused", e.to_string()))?;
     st.repl.ensure_carrier(&hello.node);
     Ok(reply(&membership.hello_reply()))
+}
+
+/// Refuses a shard id outside this cluster, or a peer with another shard count.
+fn check_shard(st: &AppState, shard: u32, shards: u32) -> Result<crate::types::ShardId, ApiError> {
+    let ours = st.repl.membership.shards();
+    if shards != ours {
+        return Err(ApiError::new(StatusCode::CONFLICT, "shard_count_mismatch", format!("peer has {shards} shards, this node {ours}")));
+    }
+    if shard >= ours {
+        return Err(ApiError::bad_request(format!("shard {shard} does not exist (the cluster has {ours})")));
+    }
+    Ok(crate::types::ShardId(shard))
+}
+
+pub async fn tree(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let req: TreeRequest = accept(&st, &uri, &headers, body).await?;
+    let shard = check_shard(&st, req.shard, req.shards)?;
+    if req.indices.len() > crate::merkle::LEAVES {
+        return Err(ApiError::bad_request("too many tree indices in one request"));
+    }
+    let digests = st.repl.kv.storage().trees().shard(shard.0).level(req.level, &req.indices).map_err(ApiError::bad_request)?;
+    Ok(reply(&TreeReply { digests }))
+}
+
+pub async fn leaves(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let req: LeafDiff = accept(&st, &uri, &headers, body).await?;
+    check_shard(&st, req.shard, req.shards)?;
+    let kv = st.repl.kv.clone();
+    let answer = tokio::task::spawn_blocking(move || answer_leaf_diff(&kv, &req)).await.expect("leaf diff task panicked")?;
+    Ok(reply(&answer))
+}
+
+pub async fn fetch(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let req: Fetch = accept(&st, &uri, &headers, body).await?;
+    let mut records = Vec::with_capacity(req.keys.len().min(1024));
+    for key in req.keys {
+        let key = Key::new(key)?;
+        if let Some(r) = st.repl.kv.read(&key)? {
+            records.push(WireRecord::new(&key, &r));
+        }
+    }
+    Ok(reply(&FetchReply { records }))
+}
+
+pub async fn sync(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let req: SyncRequest = accept(&st, &uri, &headers, body).await?;
+    let shard = check_shard(&st, req.shard, req.shards)?;
+    let addr = st.repl.membership.addr_of(&req.peer).ok_or_else(|| ApiError::bad_request(format!("unknown peer {:?}", req.peer)))?;
+    let ex = crate::repair::exchange::Exchange {
+        kv: &st.repl.kv,
+        peers: &st.repl.peers,
+        peer: (&req.peer, &addr),
+        shard,
+        timeout: std::time::Duration::from_secs(600),
+        max_value_bytes: st.max_value_bytes,
+    };
+    let report = ex.run(req.mode).await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "exchange_failed", e.to_string()))?;
+    Ok(reply(&report))
+}
+
+pub async fn settings(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let u: ScheduleUpdate = accept(&st, &uri, &headers, body).await?;
+    let schedule = crate::repair::Schedule { enabled: u.enabled, interval_secs: u.interval_secs, stamp: u.stamp };
+    st.ae.adopt_schedule(schedule).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
+    Ok(reply(&()))
+}
+
+pub async fn verified(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let v: crate::rpc::Verified = accept(&st, &uri, &headers, body).await?;
+    check_shard(&st, v.shard, v.shards)?;
+    st.repl.settle_dirty(&v);
+    Ok(reply(&()))
 }

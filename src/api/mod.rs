@@ -7,6 +7,7 @@ pub mod error;
 pub mod internal;
 pub mod kv;
 pub mod params;
+pub mod repair;
 
 use crate::metrics::{HttpLabels, Metrics};
 use crate::replication::Replication;
@@ -26,6 +27,9 @@ use std::time::Instant;
 #[derive(Clone)]
 pub struct AppState {
     pub repl: Arc<Replication>,
+    pub ae: Arc<crate::repair::AntiEntropy>,
+    /// When set, `/admin/...` needs `Authorization: Bearer <token>`.
+    pub admin_token: Option<Arc<str>>,
     pub metrics: Arc<Metrics>,
     pub node: String,
     pub max_value_bytes: usize,
@@ -46,16 +50,46 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/shards", get(admin::shards))
         .route("/admin/mail", get(admin::mail))
         .route("/admin/cluster", get(admin::cluster))
+        .route("/admin/anti-entropy", get(repair::status).post(repair::start))
+        .route("/admin/anti-entropy/schedule", axum::routing::put(repair::schedule))
+        .route("/admin/anti-entropy/{run_id}", axum::routing::delete(repair::cancel))
+        .route(crate::rpc::PATH_TREE, post(internal::tree))
+        .route(crate::rpc::PATH_LEAVES, post(internal::leaves))
+        .route(crate::rpc::PATH_FETCH, post(internal::fetch))
+        .route(crate::rpc::PATH_SYNC, post(internal::sync))
+        .route(crate::rpc::PATH_SETTINGS, post(internal::settings))
+        .route(crate::rpc::PATH_VERIFIED, post(internal::verified))
         .route(crate::rpc::PATH_APPLY, post(internal::apply))
         .route(crate::rpc::PATH_READ, post(internal::read))
         .route(crate::rpc::PATH_HELLO, post(internal::hello))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), admin_auth))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), track_metrics))
         // The body limit is enforced in the handlers with a clear message;
         // axum's default 2 MB cap must not pre-empt a larger --max-value-bytes.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// `/admin/...` requires the admin token when one is configured.
+async fn admin_auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.admin_token {
+        if req.uri().path().starts_with("/admin") {
+            let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+            // Compare digests so the check takes the same time for any wrong token.
+            let ok = given.is_some_and(|g| blake3::hash(g.as_bytes()) == blake3::hash(token.as_bytes()));
+            if !ok {
+                return ApiError::new(
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "admin routes need Authorization: Bearer <admin token>",
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(req).await
 }
 
 async fn track_metrics(State(st): State<AppState>, req: Request, next: Next) -> Response {

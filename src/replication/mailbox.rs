@@ -272,6 +272,17 @@ impl Mailbox {
         self.queues.lock().expect("mailbox lock").get(peer).map_or_else(Vec::new, |q| q.dirty.iter().copied().collect())
     }
 
+    /// Settles a dirty mark once anti-entropy has repaired `shard` on `peer`.
+    pub fn clear_dirty(&self, peer: &str, shard: ShardId) -> Result<(), StorageError> {
+        let mut queues = self.queues.lock().expect("mailbox lock");
+        if let Some(q) = queues.get_mut(peer) {
+            if q.dirty.remove(&shard.0) {
+                self.storage.aux_remove(&dirty_tree(peer), &shard.0.to_be_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn stats(&self, now_ms: u64) -> Vec<PeerMailStats> {
         let queues = self.queues.lock().expect("mailbox lock");
         let mut out: Vec<PeerMailStats> = queues

@@ -43,9 +43,10 @@ pub struct WriteOutcome {
 }
 
 /// The coordinator's own settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReplicationSettings {
     pub me: NodeId,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// How long a request waits for its w/r replicas (also each send's deadline).
     pub timeout: Duration,
     pub max_value_bytes: usize,
@@ -65,6 +66,7 @@ pub struct Replication {
     /// Every task this coordinator spawns, so shutdown can wait for them
     /// before the store is closed.
     pub(crate) tasks: TaskTracker,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Replication {
@@ -76,7 +78,7 @@ impl Replication {
         settings: ReplicationSettings,
         stop: watch::Receiver<bool>,
     ) -> Replication {
-        let ReplicationSettings { me, timeout, max_value_bytes } = settings;
+        let ReplicationSettings { me, metrics, timeout, max_value_bytes } = settings;
         Replication {
             kv,
             membership,
@@ -89,7 +91,46 @@ impl Replication {
             couriers: Mutex::default(),
             stop,
             tasks: TaskTracker::new(),
+            metrics,
         }
+    }
+
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    pub fn max_value_bytes(&self) -> usize {
+        self.max_value_bytes
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Clears this node's dirty marks for a shard that a run verified equal on
+    /// all its replicas. A replica clears only if its own root still equals
+    /// the verified one (so a drop after the check stays marked); a node that
+    /// holds no copy clears outright: marks only order repair work, and
+    /// scheduled runs still cover every shard.
+    pub fn settle_dirty(&self, v: &crate::rpc::Verified) {
+        let shard = crate::types::ShardId(v.shard);
+        if v.shard >= self.membership.shards() {
+            return;
+        }
+        let replica = self.membership.placement().replicas(shard).contains(&self.me);
+        if replica && self.kv.storage().trees().shard(v.shard).root() != v.root {
+            return;
+        }
+        for peer in v.replicas.iter().filter(|p| **p != self.me.name()) {
+            if let Err(e) = self.mailbox.clear_dirty(peer, shard) {
+                tracing::warn!(error = %e, "clearing a dirty mark failed");
+            }
+        }
+    }
+
+    /// Spawns a task that shutdown waits for.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
     }
 
     fn replicas_of(&self, key: &Key) -> Vec<NodeId> {

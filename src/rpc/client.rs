@@ -73,6 +73,17 @@ impl PeerClient {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, RpcError> {
+        Ok(self.call_sized(peer, path, req, timeout).await?.0)
+    }
+
+    /// Like [`PeerClient::call`], also returning the bytes moved both ways.
+    pub async fn call_sized<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        peer: (&str, &str),
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<(Resp, u64), RpcError> {
         let (name, addr) = peer;
         match self.links.link(&self.me, name) {
             Link::Up => {}
@@ -91,7 +102,8 @@ impl PeerClient {
             builder = builder.header(HEADER, auth);
         }
         self.stats.requests.inc();
-        self.stats.bytes_sent.inc_by((header_bytes + body.len()) as u64);
+        let sent_bytes = (header_bytes + body.len()) as u64;
+        self.stats.bytes_sent.inc_by(sent_bytes);
         let unreachable = |message: String| RpcError::Unreachable { peer: name.into(), message };
         let req = builder.body(Full::new(Bytes::from(body))).map_err(|e| unreachable(e.to_string()))?;
         let exchange = async {
@@ -99,10 +111,11 @@ impl PeerClient {
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
             let head: usize = parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-            self.stats.bytes_received.inc_by((head + 17 + body.len()) as u64);
-            Ok::<_, RpcError>((parts.status, body))
+            let received = (head + 17 + body.len()) as u64;
+            self.stats.bytes_received.inc_by(received);
+            Ok::<_, RpcError>((parts.status, body, received))
         };
-        let (status, body) =
+        let (status, body, received) =
             tokio::time::timeout(timeout, exchange).await.map_err(|_| RpcError::Timeout { peer: name.into(), after: timeout })??;
         if !status.is_success() {
             let message = serde_json::from_slice::<serde_json::Value>(&body)
@@ -111,6 +124,7 @@ impl PeerClient {
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
             return Err(RpcError::Refused { peer: name.into(), status: status.as_u16(), message });
         }
-        codec::decode(&body).map_err(|source| RpcError::BadReply { peer: name.into(), source })
+        let reply = codec::decode(&body).map_err(|source| RpcError::BadReply { peer: name.into(), source })?;
+        Ok((reply, sent_bytes + received))
     }
 }

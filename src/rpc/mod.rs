@@ -88,6 +88,119 @@ pub struct HelloReply {
     pub members: Vec<(String, String)>,
 }
 
+/// Which way records flow in an anti-entropy exchange.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// I send what you lack.
+    Push,
+    /// You send what I lack.
+    Pull,
+    /// Both.
+    PushPull,
+}
+
+impl SyncMode {
+    pub fn pushes(self) -> bool {
+        matches!(self, SyncMode::Push | SyncMode::PushPull)
+    }
+    pub fn pulls(self) -> bool {
+        matches!(self, SyncMode::Pull | SyncMode::PushPull)
+    }
+}
+
+/// `POST /internal/tree`: digests of one level of a shard's Merkle tree.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TreeRequest {
+    pub shard: u32,
+    /// The sender's shard count, so mismatched clusters fail loudly.
+    pub shards: u32,
+    pub level: u8,
+    pub indices: Vec<u32>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TreeReply {
+    pub digests: Vec<[u8; 32]>,
+}
+
+/// `POST /internal/leaves`: my (tag, version) listing of some leaves; the
+/// receiver compares it with its own and says what each side must send.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LeafDiff {
+    pub shard: u32,
+    pub shards: u32,
+    pub mode: SyncMode,
+    pub leaves: Vec<u32>,
+    pub entries: Vec<crate::merkle::diff::Entry>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LeafDiffReply {
+    /// Tags of keys the receiver lacks or holds older (the sender pushes them).
+    pub want: Vec<crate::merkle::KeyTag>,
+    /// Keys the receiver holds newer or the sender lacks (the sender pulls them).
+    pub newer: Vec<Bytes>,
+}
+
+/// `POST /internal/fetch`: the receiver's records for these keys.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    pub keys: Vec<Bytes>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FetchReply {
+    pub records: Vec<WireRecord>,
+}
+
+/// `POST /internal/sync`: run one exchange with `peer` on `shard` (a ring hop).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SyncRequest {
+    pub shard: u32,
+    pub shards: u32,
+    pub peer: String,
+    pub mode: SyncMode,
+}
+
+/// What one exchange did, as seen by the node that ran it.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The two roots already matched: one comparison, no data.
+    pub equal: bool,
+    pub leaves_diverged: u64,
+    pub keys_sent: u64,
+    pub keys_received: u64,
+    /// Peer-protocol bytes the exchange moved, both directions, headers included.
+    pub bytes: u64,
+    /// Bytes of the records themselves (key + value) that were moved.
+    pub record_bytes: u64,
+}
+
+/// `POST /internal/settings`: a cluster-wide setting, newest stamp wins.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleUpdate {
+    pub enabled: bool,
+    pub interval_secs: u64,
+    /// HLC stamp of the change.
+    pub stamp: u64,
+}
+
+/// `POST /internal/verified`: a run found `shard` equal (with this root) on
+/// all of `replicas`; members settle their dirty marks for it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub shard: u32,
+    pub shards: u32,
+    pub root: [u8; 32],
+    pub replicas: Vec<String>,
+}
+
+pub const PATH_VERIFIED: &str = "/internal/verified";
+pub const PATH_TREE: &str = "/internal/tree";
+pub const PATH_LEAVES: &str = "/internal/leaves";
+pub const PATH_FETCH: &str = "/internal/fetch";
+pub const PATH_SYNC: &str = "/internal/sync";
+pub const PATH_SETTINGS: &str = "/internal/settings";
 pub const PATH_APPLY: &str = "/internal/apply";
 pub const PATH_READ: &str = "/internal/read";
 pub const PATH_HELLO: &str = "/internal/hello";

@@ -32,6 +32,7 @@ pub struct NodeOpts {
     pub retry_max_bytes: u64,
     pub write_timeout: Duration,
     pub net: Option<Arc<Net>>,
+    pub admin_token: Option<String>,
 }
 
 impl Default for NodeOpts {
@@ -48,6 +49,7 @@ impl Default for NodeOpts {
             retry_max_bytes: 256 << 20,
             write_timeout: Duration::from_secs(2),
             net: None,
+            admin_token: None,
         }
     }
 }
@@ -130,6 +132,7 @@ impl TestNode {
         c.write_timeout = self.opts.write_timeout;
         c.retry_max_records = self.opts.retry_max_records;
         c.retry_max_bytes = self.opts.retry_max_bytes;
+        c.admin_token = self.opts.admin_token.clone();
         if let Some(net) = &self.opts.net {
             c.links = Links(net.clone());
         }
@@ -147,7 +150,7 @@ impl TestNode {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(&self.url).unwrap().with_timeout(Duration::from_secs(10))
+        Client::new(&self.url).unwrap().with_timeout(Duration::from_secs(30)).with_token(self.opts.admin_token.clone())
     }
 
     pub fn is_running(&self) -> bool {
@@ -280,4 +283,76 @@ pub async fn local_keys(c: &Client) -> u64 {
 pub async fn mail_for(c: &Client, peer: &str) -> serde_json::Value {
     let mail = c.get_path("/admin/mail").await.unwrap().json();
     mail["peers"].as_array().unwrap().iter().find(|p| p["peer"] == peer).cloned().unwrap_or(serde_json::Value::Null)
+}
+
+/// Writes records straight into one node's store through a signed
+/// `/internal/apply`, bypassing replication: how tests plant divergence.
+pub async fn plant(c: &Client, records: Vec<(Vec<u8>, u64, Option<Vec<u8>>)>) {
+    use hearsay::rpc::mac::{MacKey, HEADER};
+    use hearsay::rpc::{codec, ApplyBatch, WireRecord};
+    for chunk in records.chunks(2000) {
+        let batch = ApplyBatch {
+            records: chunk
+                .iter()
+                .map(|(k, hlc, v)| WireRecord { key: k.clone().into(), hlc: *hlc, node: 42, value: v.clone().map(Into::into) })
+                .collect(),
+        };
+        let body = codec::encode(&batch);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let auth = MacKey::from_secret(SECRET).unwrap().sign("POST", "/internal/apply", now, "test", &body);
+        let r = c.send(hyper::Method::POST, "/internal/apply", &[(HEADER, &auth)], body.into()).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+/// Starts an anti-entropy run; returns its id.
+pub async fn start_run(c: &Client, body: serde_json::Value) -> String {
+    let r =
+        c.send(hyper::Method::POST, "/admin/anti-entropy", &[("content-type", "application/json")], body.to_string().into()).await.unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["run_id"].as_str().unwrap().to_string()
+}
+
+/// Waits for a run to land in the history and returns its summary.
+pub async fn wait_run(c: &Client, id: &str) -> serde_json::Value {
+    let mut found = serde_json::Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let st = c.get_path("/admin/anti-entropy").await.unwrap().json();
+        if let Some(run) = st["history"].as_array().and_then(|h| h.iter().find(|r| r["id"] == id)) {
+            found = run.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(!found.is_null(), "run {id} did not finish in time");
+    found
+}
+
+/// Runs to completion and returns the summary.
+pub async fn repair(c: &Client, body: serde_json::Value) -> serde_json::Value {
+    let id = start_run(c, body).await;
+    wait_run(c, &id).await
+}
+
+/// Every shard's root on every node, for shards that node replicates.
+pub async fn roots(clients: &[Client]) -> Vec<std::collections::BTreeMap<u64, String>> {
+    let mut out = Vec::new();
+    for c in clients {
+        let shards = c.get_path("/admin/shards").await.unwrap().json();
+        out.push(
+            shards["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| (s["id"].as_u64().unwrap(), s["root"].as_str().unwrap().to_string()))
+                .collect(),
+        );
+    }
+    out
+}
+
+pub async fn all_roots_equal(clients: &[Client]) -> bool {
+    let r = roots(clients).await;
+    r.iter().all(|x| *x == r[0])
 }

@@ -1,0 +1,187 @@
+//! One anti-entropy exchange between this node and a peer for one shard:
+//! compare roots; if they differ, descend only into differing inner nodes,
+//! then list the differing leaves (tag + version per record, never values)
+//! and ship only the records one side lacks or holds older, in bounded
+//! batches. Bytes moved grow with the difference, not the shard.
+
+use crate::kv::KvService;
+use crate::merkle::diff::{differing, Entry};
+use crate::merkle::{locate, KeyTag, FANOUT, INNER};
+use crate::rpc::client::{PeerClient, RpcError};
+use crate::rpc::{
+    ApplyBatch, ApplyReply, Fetch, FetchReply, LeafDiff, LeafDiffReply, SyncMode, SyncReport, TreeReply, TreeRequest, WireRecord,
+};
+use crate::rpc::{PATH_APPLY, PATH_FETCH, PATH_LEAVES, PATH_TREE};
+use crate::storage::StorageError;
+use crate::types::{Key, ShardId};
+use bytes::Bytes;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+/// Most (tag, version) entries in one leaf listing request.
+const ENTRIES_PER_BATCH: usize = 20_000;
+/// Most records in one push or fetch.
+const RECORDS_PER_BATCH: usize = 256;
+const RECORD_BYTES_PER_BATCH: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Kv(#[from] crate::kv::KvError),
+    #[error("peer answered with {got} digests for {asked} indices")]
+    ShortReply { got: usize, asked: usize },
+}
+
+/// The local side of an exchange and how to reach the peer.
+pub struct Exchange<'a> {
+    pub kv: &'a KvService,
+    pub peers: &'a PeerClient,
+    pub peer: (&'a str, &'a str),
+    pub shard: ShardId,
+    pub timeout: Duration,
+    pub max_value_bytes: usize,
+}
+
+impl Exchange<'_> {
+    fn shards(&self) -> u32 {
+        self.kv.storage().shard_count()
+    }
+
+    async fn digests(&self, level: u8, indices: Vec<u32>, report: &mut SyncReport) -> Result<Vec<[u8; 32]>, ExchangeError> {
+        let asked = indices.len();
+        let req = TreeRequest { shard: self.shard.0, shards: self.shards(), level, indices };
+        let (reply, bytes): (TreeReply, u64) = self.peers.call_sized(self.peer, PATH_TREE, &req, self.timeout).await?;
+        report.bytes += bytes;
+        if reply.digests.len() != asked {
+            return Err(ExchangeError::ShortReply { got: reply.digests.len(), asked });
+        }
+        Ok(reply.digests)
+    }
+
+    fn local_level(&self, level: u8, indices: &[u32]) -> Vec<[u8; 32]> {
+        let mut tree = self.kv.storage().trees().shard(self.shard.0);
+        tree.level(level, indices).expect("indices come from the same tree shape")
+    }
+
+    pub async fn run(&self, mode: SyncMode) -> Result<SyncReport, ExchangeError> {
+        let mut report = SyncReport::default();
+        let theirs = self.digests(0, vec![0], &mut report).await?;
+        if self.local_level(0, &[0]) == theirs {
+            report.equal = true;
+            return Ok(report);
+        }
+        let all_inner: Vec<u32> = (0..INNER as u32).collect();
+        let theirs = self.digests(1, all_inner.clone(), &mut report).await?;
+        let inner = differing(&self.local_level(1, &all_inner), &theirs);
+        let leaves: Vec<u32> = inner.iter().flat_map(|&i| (i * FANOUT..(i + 1) * FANOUT).map(|l| l as u32)).collect();
+        let theirs = self.digests(2, leaves.clone(), &mut report).await?;
+        let diverged: BTreeSet<u32> = differing(&self.local_level(2, &leaves), &theirs).into_iter().map(|i| leaves[i]).collect();
+        report.leaves_diverged = diverged.len() as u64;
+        if diverged.is_empty() {
+            return Ok(report);
+        }
+        // My listing of the differing leaves, grouped into bounded requests.
+        let mine = self.kv.storage().leaf_entries(self.shard, &diverged)?;
+        let mut by_leaf: std::collections::BTreeMap<u32, Vec<(KeyTag, Bytes, crate::types::Version)>> = Default::default();
+        for (leaf, key, version) in mine {
+            by_leaf.entry(leaf).or_default().push((locate(&key).1, key, version));
+        }
+        let mut batch_leaves = Vec::new();
+        let mut batch_entries: Vec<(KeyTag, Bytes, crate::types::Version)> = Vec::new();
+        for leaf in &diverged {
+            let entries = by_leaf.remove(leaf).unwrap_or_default();
+            if !batch_leaves.is_empty() && batch_entries.len() + entries.len() > ENTRIES_PER_BATCH {
+                self.settle(mode, std::mem::take(&mut batch_leaves), std::mem::take(&mut batch_entries), &mut report).await?;
+            }
+            batch_leaves.push(*leaf);
+            batch_entries.extend(entries);
+        }
+        if !batch_leaves.is_empty() {
+            self.settle(mode, batch_leaves, batch_entries, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Sends one leaf listing and moves the records it shows to differ.
+    async fn settle(
+        &self,
+        mode: SyncMode,
+        leaves: Vec<u32>,
+        mine: Vec<(KeyTag, Bytes, crate::types::Version)>,
+        report: &mut SyncReport,
+    ) -> Result<(), ExchangeError> {
+        let entries = mine.iter().map(|(tag, _, version)| Entry { tag: *tag, version: *version }).collect();
+        let req = LeafDiff { shard: self.shard.0, shards: self.shards(), mode, leaves, entries };
+        let (reply, bytes): (LeafDiffReply, u64) = self.peers.call_sized(self.peer, PATH_LEAVES, &req, self.timeout).await?;
+        report.bytes += bytes;
+        if mode.pushes() && !reply.want.is_empty() {
+            let keys: HashMap<KeyTag, &Bytes> = mine.iter().map(|(t, k, _)| (*t, k)).collect();
+            let wanted: Vec<&Bytes> = reply.want.iter().filter_map(|t| keys.get(t).copied()).collect();
+            self.push(&wanted, report).await?;
+        }
+        if mode.pulls() && !reply.newer.is_empty() {
+            for chunk in reply.newer.chunks(RECORDS_PER_BATCH) {
+                let (got, bytes): (FetchReply, u64) =
+                    self.peers.call_sized(self.peer, PATH_FETCH, &Fetch { keys: chunk.to_vec() }, self.timeout).await?;
+                report.bytes += bytes;
+                let records = got
+                    .records
+                    .into_iter()
+                    .filter_map(|w| w.into_parts(self.max_value_bytes).ok())
+                    .filter(|(k, _)| crate::types::shard_of(k.as_bytes(), self.shards()) == self.shard)
+                    .collect::<Vec<_>>();
+                report.keys_received += records.len() as u64;
+                report.record_bytes += records.iter().map(|(k, r)| (k.as_bytes().len() + r.value_len()) as u64).sum::<u64>();
+                self.kv.apply_batch(&records).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn push(&self, keys: &[&Bytes], report: &mut SyncReport) -> Result<(), ExchangeError> {
+        let mut batch = Vec::new();
+        let mut size = 0usize;
+        for key in keys {
+            let Ok(key) = Key::new((*key).clone()) else { continue };
+            let Some(record) = self.kv.read(&key)? else { continue };
+            size += key.as_bytes().len() + record.value_len();
+            report.record_bytes += (key.as_bytes().len() + record.value_len()) as u64;
+            batch.push(WireRecord::new(&key, &record));
+            if batch.len() >= RECORDS_PER_BATCH || size >= RECORD_BYTES_PER_BATCH {
+                self.send(std::mem::take(&mut batch), report).await?;
+                size = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.send(batch, report).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, records: Vec<WireRecord>, report: &mut SyncReport) -> Result<(), ExchangeError> {
+        report.keys_sent += records.len() as u64;
+        let (_, bytes): (ApplyReply, u64) = self.peers.call_sized(self.peer, PATH_APPLY, &ApplyBatch { records }, self.timeout).await?;
+        report.bytes += bytes;
+        Ok(())
+    }
+}
+
+/// The responder's half of a leaf listing: compare with my own entries.
+pub fn answer_leaf_diff(kv: &KvService, req: &LeafDiff) -> Result<LeafDiffReply, StorageError> {
+    let leaves: BTreeSet<u32> = req.leaves.iter().copied().filter(|l| (*l as usize) < crate::merkle::LEAVES).collect();
+    let mine = kv.storage().leaf_entries(ShardId(req.shard), &leaves)?;
+    let my_entries: Vec<Entry> = mine.iter().map(|(_, k, v)| Entry { tag: locate(k).1, version: *v }).collect();
+    let plan = crate::merkle::diff::plan(&my_entries, &req.entries);
+    let reply_newer = if req.mode.pulls() {
+        let newer: BTreeSet<KeyTag> = plan.send.into_iter().collect();
+        mine.into_iter().filter(|(_, k, _)| newer.contains(&locate(k).1)).map(|(_, k, _)| k).collect()
+    } else {
+        Vec::new()
+    };
+    let want = if req.mode.pushes() { plan.request } else { Vec::new() };
+    Ok(LeafDiffReply { want, newer: reply_newer })
+}

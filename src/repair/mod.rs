@@ -1,0 +1,293 @@
+//! Anti-entropy (DESIGN.md §5): finding and repairing what direct mail
+//! missed. [`exchange`] syncs one shard with one peer through the Merkle
+//! trees; [`ring`] runs a repair over many shards (the closed loop); this
+//! module owns the runs (one at a time, progress, cancel, a bounded
+//! persisted history) and the cluster-wide schedule that starts them.
+
+pub mod exchange;
+pub mod ring;
+
+use crate::clock::{Clock, SystemClock};
+use crate::replication::Replication;
+use crate::rpc::{ScheduleUpdate, PATH_SETTINGS};
+use crate::storage::StorageError;
+use crate::types::ShardId;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const HISTORY_TREE: &str = "ae/history";
+const HISTORY_MAX: usize = 50;
+const META_SCHEDULE: &str = "ae_schedule";
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunMode {
+    #[default]
+    Ring,
+    Push,
+    Pull,
+    PushPull,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SkippedReplica {
+    pub shard: u32,
+    pub node: String,
+    pub reason: String,
+}
+
+/// A run's progress while it runs, and its record in the history after.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub id: String,
+    pub mode: RunMode,
+    pub started_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub duration_ms: u64,
+    pub shards_total: u64,
+    pub shards_done: u64,
+    pub shards_checked: u64,
+    pub shards_diverged: u64,
+    /// Records moved, either direction.
+    pub keys_sent: u64,
+    /// Peer-protocol bytes the run moved (headers included).
+    pub bytes_sent: u64,
+    /// Bytes of the moved records themselves (key + value).
+    pub record_bytes: u64,
+    pub hops: u64,
+    pub root_comparisons: u64,
+    pub replicas_skipped: Vec<SkippedReplica>,
+    pub current_shard: Option<u32>,
+    pub current_hop: u64,
+    /// running | completed | partial (a replica was skipped) | cancelled
+    pub outcome: String,
+}
+
+/// The cluster-wide schedule; the newest stamp wins everywhere.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub enabled: bool,
+    pub interval_secs: u64,
+    pub stamp: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    #[error("anti-entropy run {0} is already running on this node")]
+    AlreadyRunning(String),
+    #[error("no run {0} is running on this node")]
+    NoSuchRun(String),
+    #[error("shard {shard} does not exist (the cluster has {shards})")]
+    NoSuchShard { shard: u32, shards: u32 },
+    #[error("interval_secs must be 10..=604800, got {0}")]
+    BadInterval(u64),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+struct Running {
+    summary: Arc<Mutex<RunSummary>>,
+    cancel: CancellationToken,
+}
+
+pub struct AntiEntropy {
+    repl: Arc<Replication>,
+    running: Mutex<Option<Running>>,
+    history: Mutex<VecDeque<RunSummary>>,
+    schedule: Mutex<Schedule>,
+    schedule_changed: Notify,
+    verified: Arc<Mutex<Vec<Option<u64>>>>,
+}
+
+impl AntiEntropy {
+    /// Loads the persisted history and schedule (`initial` if none is stored).
+    pub fn open(repl: Arc<Replication>, initial: Schedule) -> Result<AntiEntropy, StorageError> {
+        let storage = repl.kv.storage().clone();
+        let mut history: VecDeque<RunSummary> =
+            storage.aux_scan(HISTORY_TREE, None, usize::MAX)?.into_iter().filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect();
+        while history.len() > HISTORY_MAX {
+            history.pop_front();
+        }
+        let schedule = match storage.meta_get(META_SCHEDULE)? {
+            Some(raw) => serde_json::from_slice(&raw).unwrap_or(initial),
+            None => initial,
+        };
+        let shards = storage.shard_count() as usize;
+        Ok(AntiEntropy {
+            repl,
+            running: Mutex::new(None),
+            history: Mutex::new(history),
+            schedule: Mutex::new(schedule),
+            schedule_changed: Notify::new(),
+            verified: Arc::new(Mutex::new(vec![None; shards])),
+        })
+    }
+
+    /// Shards this node replicates (or the requested ones), dirty ones first.
+    fn plan_shards(&self, requested: Option<Vec<u32>>) -> Result<Vec<ShardId>, RepairError> {
+        let shards = self.repl.membership.shards();
+        let placement = self.repl.membership.placement();
+        let mine: Vec<u32> = match requested {
+            Some(list) => {
+                if let Some(&bad) = list.iter().find(|s| **s >= shards) {
+                    return Err(RepairError::NoSuchShard { shard: bad, shards });
+                }
+                list.into_iter().collect::<BTreeSet<_>>().into_iter().collect()
+            }
+            None => (0..shards).filter(|s| placement.replicas(ShardId(*s)).contains(self.repl.me())).collect(),
+        };
+        let dirty: BTreeSet<u32> = self.repl.membership.members().iter().flat_map(|m| self.repl.mailbox.dirty_shards(&m.id)).collect();
+        let (mut first, rest): (Vec<u32>, Vec<u32>) = mine.into_iter().partition(|s| dirty.contains(s));
+        first.extend(rest);
+        Ok(first.into_iter().map(ShardId).collect())
+    }
+
+    /// Starts a run in the background; one at a time per node.
+    pub fn start(self: &Arc<Self>, shards: Option<Vec<u32>>, mode: RunMode) -> Result<String, RepairError> {
+        let mut running = self.running.lock().expect("ae lock");
+        if let Some(r) = running.as_ref() {
+            return Err(RepairError::AlreadyRunning(r.summary.lock().expect("run lock").id.clone()));
+        }
+        let shards = self.plan_shards(shards)?;
+        let now = SystemClock.now_ms();
+        let id = format!("ae-{now}-{:04x}", rand::thread_rng().gen::<u16>());
+        let summary = Arc::new(Mutex::new(RunSummary {
+            id: id.clone(),
+            mode,
+            started_at_ms: now,
+            shards_total: shards.len() as u64,
+            outcome: "running".into(),
+            ..RunSummary::default()
+        }));
+        let cancel = CancellationToken::new();
+        *running = Some(Running { summary: summary.clone(), cancel: cancel.clone() });
+        self.repl.metrics().ae_runs.inc();
+        let runner = ring::Runner { repl: self.repl.clone(), summary: summary.clone(), cancel, verified: self.verified.clone() };
+        let this = self.clone();
+        self.repl.spawn(async move {
+            runner.run(shards, mode).await;
+            this.finish(&summary);
+        });
+        tracing::info!(run = %id, ?mode, "anti-entropy run started");
+        Ok(id)
+    }
+
+    fn finish(&self, summary: &Arc<Mutex<RunSummary>>) {
+        let done = {
+            let mut s = summary.lock().expect("run lock");
+            let now = SystemClock.now_ms();
+            s.finished_at_ms = Some(now);
+            s.duration_ms = now.saturating_sub(s.started_at_ms);
+            s.current_shard = None;
+            if s.outcome == "running" {
+                s.outcome = if s.replicas_skipped.is_empty() { "completed".into() } else { "partial".into() };
+            }
+            s.clone()
+        };
+        tracing::info!(run = %done.id, outcome = %done.outcome, hops = done.hops, keys = done.keys_sent, bytes = done.bytes_sent, "anti-entropy run ended");
+        let storage = self.repl.kv.storage();
+        let key = format!("{:020}-{}", done.started_at_ms, done.id);
+        if let Err(e) = storage.aux_put(HISTORY_TREE, key.as_bytes(), &serde_json::to_vec(&done).expect("plain data")) {
+            tracing::warn!(error = %e, "persisting run history failed");
+        }
+        let mut history = self.history.lock().expect("ae lock");
+        history.push_back(done);
+        while history.len() > HISTORY_MAX {
+            if let Some(old) = history.pop_front() {
+                let _ = storage.aux_remove(HISTORY_TREE, format!("{:020}-{}", old.started_at_ms, old.id).as_bytes());
+            }
+        }
+        *self.running.lock().expect("ae lock") = None;
+    }
+
+    pub fn cancel(&self, id: &str) -> Result<(), RepairError> {
+        let running = self.running.lock().expect("ae lock");
+        match running.as_ref() {
+            Some(r) if r.summary.lock().expect("run lock").id == id => {
+                r.cancel.cancel();
+                Ok(())
+            }
+            _ => Err(RepairError::NoSuchRun(id.to_string())),
+        }
+    }
+
+    pub fn running(&self) -> Option<RunSummary> {
+        self.running.lock().expect("ae lock").as_ref().map(|r| r.summary.lock().expect("run lock").clone())
+    }
+
+    pub fn history(&self) -> Vec<RunSummary> {
+        self.history.lock().expect("ae lock").iter().rev().cloned().collect()
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        *self.schedule.lock().expect("ae lock")
+    }
+
+    /// Unix ms each shard was last verified equal on all replicas.
+    pub fn last_verified(&self) -> Vec<Option<u64>> {
+        self.verified.lock().expect("verified lock").clone()
+    }
+
+    /// Applies a schedule if it is newer than the current one; persists it.
+    pub fn adopt_schedule(&self, update: Schedule) -> Result<bool, RepairError> {
+        let mut current = self.schedule.lock().expect("ae lock");
+        if update.stamp <= current.stamp {
+            return Ok(false);
+        }
+        self.repl.kv.storage().meta_put(META_SCHEDULE, &serde_json::to_vec(&update).expect("plain data"))?;
+        *current = update;
+        self.schedule_changed.notify_waiters();
+        Ok(true)
+    }
+
+    /// Sets the schedule here and pushes it to every known member.
+    pub async fn set_schedule(&self, enabled: bool, interval_secs: u64) -> Result<Schedule, RepairError> {
+        if !(10..=604_800).contains(&interval_secs) {
+            return Err(RepairError::BadInterval(interval_secs));
+        }
+        let stamp = self.repl.kv.stamp().map_err(|e| match e {
+            crate::kv::KvError::Storage(s) => RepairError::Storage(s),
+            other => RepairError::Storage(StorageError::Corrupt(other.to_string())),
+        })?;
+        let schedule = Schedule { enabled, interval_secs, stamp: stamp.hlc };
+        self.adopt_schedule(schedule)?;
+        let update = ScheduleUpdate { enabled, interval_secs, stamp: stamp.hlc };
+        for m in self.repl.membership.members().into_iter().filter(|m| m.id != self.repl.me().name()) {
+            let peers = self.repl.peers.clone();
+            let update = update.clone();
+            self.repl.spawn(async move {
+                if let Err(e) = peers.call::<_, ()>((&m.id, &m.addr), PATH_SETTINGS, &update, Duration::from_secs(5)).await {
+                    tracing::warn!(peer = %m.id, error = %e, "pushing the anti-entropy schedule failed");
+                }
+            });
+        }
+        Ok(schedule)
+    }
+
+    /// Worker: starts a ring run every `interval_secs` (±10% jitter) while enabled.
+    pub async fn scheduler(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let s = self.schedule();
+            let secs = s.interval_secs as f64 * rand::thread_rng().gen_range(0.9..1.1);
+            let changed = self.schedule_changed.notified();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs_f64(secs)) => {
+                    if self.schedule().enabled {
+                        match self.start(None, RunMode::Ring) {
+                            Ok(id) => tracing::info!(run = %id, "scheduled anti-entropy run"),
+                            Err(e) => tracing::info!(error = %e, "scheduled anti-entropy run not started"),
+                        }
+                    }
+                }
+                _ = changed => {}
+                _ = &mut shutdown => return,
+            }
+        }
+    }
+}

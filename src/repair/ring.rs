@@ -1,0 +1,215 @@
+//! One anti-entropy run over a set of shards. In `ring` mode each shard's
+//! replicas are walked in ring order, each hop a one-way push from a replica
+//! to its successor, wrapping around, until every replica's root matches:
+//! at most 2n−2 hops for n replicas. A replica that does not answer is
+//! skipped and recorded, and its shard stays dirty. The pairwise modes sync
+//! this node with every other replica of each shard.
+
+use super::{RunMode, RunSummary, SkippedReplica};
+use crate::clock::{Clock, SystemClock};
+use crate::repair::exchange::Exchange;
+use crate::replication::Replication;
+use crate::rpc::{SyncMode, SyncReport, SyncRequest, TreeReply, TreeRequest, Verified, PATH_SYNC, PATH_TREE, PATH_VERIFIED};
+use crate::types::{NodeId, ShardId};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A hop asked of another node may move a lot of data.
+const HOP_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub struct Runner {
+    pub repl: Arc<Replication>,
+    pub summary: Arc<Mutex<RunSummary>>,
+    pub cancel: CancellationToken,
+    /// Unix ms at which each shard was last seen equal on all its replicas.
+    pub verified: Arc<Mutex<Vec<Option<u64>>>>,
+}
+
+impl Runner {
+    fn update(&self, f: impl FnOnce(&mut RunSummary)) {
+        f(&mut self.summary.lock().expect("run lock"));
+    }
+
+    pub async fn run(&self, shards: Vec<ShardId>, mode: RunMode) {
+        for shard in shards {
+            if self.cancel.is_cancelled() {
+                self.update(|s| s.outcome = "cancelled".into());
+                return;
+            }
+            self.update(|s| {
+                s.current_shard = Some(shard.0);
+                s.current_hop = 0;
+            });
+            match mode {
+                RunMode::Ring => self.ring(shard).await,
+                RunMode::Push => self.pairwise(shard, SyncMode::Push).await,
+                RunMode::Pull => self.pairwise(shard, SyncMode::Pull).await,
+                RunMode::PushPull => self.pairwise(shard, SyncMode::PushPull).await,
+            }
+            self.update(|s| s.shards_done += 1);
+        }
+        if self.cancel.is_cancelled() {
+            self.update(|s| s.outcome = "cancelled".into());
+        }
+    }
+
+    fn me(&self) -> &NodeId {
+        self.repl.me()
+    }
+
+    /// Each replica's root, `None` where the replica did not answer.
+    async fn roots(&self, shard: ShardId, replicas: &[NodeId]) -> Vec<Option<[u8; 32]>> {
+        let mut out = Vec::new();
+        for r in replicas {
+            out.push(self.root_of(shard, r).await);
+        }
+        self.update(|s| s.root_comparisons += replicas.len() as u64);
+        out
+    }
+
+    async fn root_of(&self, shard: ShardId, node: &NodeId) -> Option<[u8; 32]> {
+        if node == self.me() {
+            return Some(self.repl.kv.storage().trees().shard(shard.0).root());
+        }
+        let addr = self.repl.membership.addr_of(node.name())?;
+        let req = TreeRequest { shard: shard.0, shards: self.repl.membership.shards(), level: 0, indices: vec![0] };
+        let reply: TreeReply = self.repl.peers.call((node.name(), &addr), PATH_TREE, &req, Duration::from_secs(5)).await.ok()?;
+        reply.digests.first().copied()
+    }
+
+    /// One push (or other mode) from `from` to `to`, run by `from`.
+    async fn hop(&self, shard: ShardId, from: &NodeId, to: &NodeId, mode: SyncMode) -> Result<SyncReport, String> {
+        if from == self.me() {
+            let addr = self.repl.membership.addr_of(to.name()).ok_or("address unknown")?;
+            let ex = Exchange {
+                kv: &self.repl.kv,
+                peers: &self.repl.peers,
+                peer: (to.name(), &addr),
+                shard,
+                timeout: HOP_TIMEOUT,
+                max_value_bytes: self.repl.max_value_bytes(),
+            };
+            return ex.run(mode).await.map_err(|e| e.to_string());
+        }
+        let addr = self.repl.membership.addr_of(from.name()).ok_or("address unknown")?;
+        let req = SyncRequest { shard: shard.0, shards: self.repl.membership.shards(), peer: to.name().to_string(), mode };
+        self.repl.peers.call((from.name(), &addr), PATH_SYNC, &req, HOP_TIMEOUT).await.map_err(|e| e.to_string())
+    }
+
+    fn account(&self, report: &SyncReport) {
+        self.update(|s| {
+            s.hops += 1;
+            s.current_hop += 1;
+            s.keys_sent += report.keys_sent + report.keys_received;
+            s.bytes_sent += report.bytes;
+            s.record_bytes += report.record_bytes;
+        });
+        let m = self.repl.metrics();
+        m.ae_hops.inc();
+        m.ae_keys_repaired.inc_by(report.keys_sent + report.keys_received);
+        m.ae_bytes.inc_by(report.bytes);
+    }
+
+    fn skip(&self, shard: ShardId, node: &NodeId, reason: &str) {
+        self.update(|s| {
+            s.replicas_skipped.push(SkippedReplica { shard: shard.0, node: node.name().to_string(), reason: reason.to_string() })
+        });
+    }
+
+    fn verified(&self, shard: ShardId, replicas: &[NodeId]) {
+        self.verified.lock().expect("verified lock")[shard.0 as usize] = Some(SystemClock.now_ms());
+        let root = self.repl.kv.storage().trees().shard(shard.0).root();
+        let names: Vec<String> = replicas.iter().map(|r| r.name().to_string()).collect();
+        let msg = Verified { shard: shard.0, shards: self.repl.membership.shards(), root, replicas: names };
+        self.repl.settle_dirty(&msg);
+        // Marks live on whichever node dropped the write: tell every member.
+        for m in self.repl.membership.members().into_iter().filter(|m| m.id != self.me().name()) {
+            let (peers, msg) = (self.repl.peers.clone(), msg.clone());
+            self.repl.spawn(async move {
+                let _ = peers.call::<_, ()>((&m.id, &m.addr), PATH_VERIFIED, &msg, Duration::from_secs(5)).await;
+            });
+        }
+    }
+
+    async fn ring(&self, shard: ShardId) {
+        let replicas = self.repl.membership.placement().replicas(shard).to_vec();
+        let roots = self.roots(shard, &replicas).await;
+        let mut live = Vec::new();
+        for (r, root) in replicas.iter().zip(&roots) {
+            match root {
+                Some(_) => live.push(r.clone()),
+                None => self.skip(shard, r, "did not answer"),
+            }
+        }
+        self.update(|s| s.shards_checked += 1);
+        let all_live = live.len() == replicas.len();
+        let first = roots.iter().flatten().next().copied();
+        if roots.iter().flatten().all(|r| Some(*r) == first) {
+            if all_live {
+                self.verified(shard, &replicas);
+            }
+            return;
+        }
+        self.update(|s| s.shards_diverged += 1);
+        self.repl.metrics().ae_shards_diverged.inc();
+        let n = live.len();
+        for hop in 0..(2 * n).saturating_sub(2) {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let (from, to) = (&live[hop % n], &live[(hop + 1) % n]);
+            match self.hop(shard, from, to, SyncMode::Push).await {
+                Ok(report) => self.account(&report),
+                Err(e) => {
+                    tracing::warn!(shard = shard.0, %from, %to, error = %e, "ring hop failed; replica skipped");
+                    self.skip(shard, to, &e);
+                    return;
+                }
+            }
+            let now = self.roots(shard, &live).await;
+            let first = now[0];
+            if first.is_some() && now.iter().all(|r| *r == first) {
+                if all_live {
+                    self.verified(shard, &replicas);
+                }
+                return;
+            }
+        }
+    }
+
+    async fn pairwise(&self, shard: ShardId, mode: SyncMode) {
+        let replicas = self.repl.membership.placement().replicas(shard).to_vec();
+        self.update(|s| s.shards_checked += 1);
+        let mut diverged = false;
+        let mut all_ok = true;
+        for peer in replicas.iter().filter(|r| *r != self.me()) {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            match self.hop(shard, self.me(), peer, mode).await {
+                Ok(report) => {
+                    diverged |= !report.equal;
+                    self.update(|s| s.root_comparisons += 1);
+                    self.account(&report);
+                }
+                Err(e) => {
+                    all_ok = false;
+                    self.skip(shard, peer, &e);
+                }
+            }
+        }
+        if diverged {
+            self.update(|s| s.shards_diverged += 1);
+            self.repl.metrics().ae_shards_diverged.inc();
+        }
+        // Pairwise repair reconciles me with each peer; all replicas are
+        // verified equal only if every root now matches.
+        if all_ok && mode == SyncMode::PushPull {
+            let roots = self.roots(shard, &replicas).await;
+            if roots.iter().all(|r| r.is_some() && *r == roots[0]) {
+                self.verified(shard, &replicas);
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Anti-entropy across real in-process nodes: the seeds' scenario (direct
+//! mail drops, one ring run heals), the 2n−2 hop bound, bandwidth that grows
+//! with the difference, tombstones, concurrent writes, and the admin API.
+
+mod common;
+
+use common::{all_roots_equal, local_keys, mail_for, plant, repair, roots, start_run, wait_run, wait_until, NodeOpts, TestCluster};
+use hearsay::client::Client;
+use hearsay::types::shard_of;
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use std::time::Duration;
+
+fn opts() -> NodeOpts {
+    NodeOpts { write_timeout: Duration::from_millis(1500), ..NodeOpts::default() }
+}
+
+fn clients(c: &TestCluster) -> Vec<Client> {
+    (0..c.nodes.len()).map(|i| c.client(i)).collect()
+}
+
+/// Keys that fall in `shard` (of `shards`).
+fn keys_in(shard: u32, shards: u32, prefix: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..).map(|i| format!("{prefix}/{i}").into_bytes()).filter(|k| shard_of(k, shards).0 == shard).take(n).collect()
+}
+
+async fn seeds_scenario(retry_max_records: u64) {
+    let mut cluster = TestCluster::start(3, NodeOpts { retry_max_records, ..opts() }).await;
+    cluster.node(2).stop().await;
+    let mut written = Vec::new();
+    for i in 0..300 {
+        let key = format!("seed/{i}");
+        let r = cluster.client(i % 2).put(key.as_bytes(), format!("v{i}"), "w=one").await.unwrap();
+        assert!(r.status.is_success(), "{}", r.text());
+        written.push((key, format!("v{i}")));
+    }
+    cluster.node(2).start_again().await;
+    cluster.wait_ready().await;
+    // Let whatever the buffers hold arrive, so the run repairs exactly the dropped rest.
+    for n in [0, 1] {
+        let c = cluster.client(n);
+        wait_until("retry buffer drained", Duration::from_secs(20), || {
+            let c = c.clone();
+            async move { mail_for(&c, "n3").await["pending_records"].as_u64().unwrap_or(0) == 0 }
+        })
+        .await;
+    }
+    let c2 = cluster.client(2);
+    assert!(local_keys(&c2).await < 300, "direct mail alone must not have healed n3 in this scenario");
+    assert!(!all_roots_equal(&clients(&cluster)).await);
+
+    let run = repair(&cluster.client(0), json!({})).await;
+    assert_eq!(run["outcome"], "completed", "{run}");
+    assert!(run["shards_diverged"].as_u64().unwrap() > 0, "{run}");
+    assert!(all_roots_equal(&clients(&cluster)).await, "roots differ after one ring run: {run}");
+    for (k, v) in &written {
+        let r = c2.get(k.as_bytes(), "r=one").await.unwrap();
+        assert_eq!((r.status, r.text()), (StatusCode::OK, v.clone()), "key {k} on the restarted node");
+    }
+    // Repaired shards are no longer dirty anywhere.
+    for n in [0, 1] {
+        let m = mail_for(&cluster.client(n), "n3").await;
+        assert!(m.is_null() || m["dirty_shards"].as_array().unwrap().is_empty(), "{m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ring_run_heals_what_direct_mail_dropped() {
+    seeds_scenario(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ring_run_heals_an_overflowed_retry_buffer() {
+    seeds_scenario(40).await;
+}
+
+async fn ring_bound(n: usize) {
+    let cluster = TestCluster::start(n, NodeOpts { rf: n, ..opts() }).await;
+    let cs = clients(&cluster);
+    let shard = 3u32;
+    let bound = 2 * n as u64 - 2;
+    // Divergence on each replica alone, then on all of them at once.
+    for planted_on in (0..n).map(Some).chain([None]) {
+        for (i, c) in cs.iter().enumerate() {
+            if planted_on.is_none_or(|p| p == i) {
+                let keys = keys_in(shard, 8, &format!("ring{n}/{planted_on:?}/{i}"), 5);
+                plant(c, keys.into_iter().map(|k| (k, 1_000, Some(b"x".to_vec()))).collect()).await;
+            }
+        }
+        let run = repair(&cs[0], json!({ "shards": [shard] })).await;
+        let hops = run["hops"].as_u64().unwrap();
+        assert!(hops >= 1 && hops <= bound, "n={n} planted on {planted_on:?}: {hops} hops, bound {bound}: {run}");
+        assert_eq!(run["outcome"], "completed");
+        let r = roots(&cs).await;
+        assert!(r.iter().all(|x| x[&(shard as u64)] == r[0][&(shard as u64)]), "n={n}: shard {shard} still differs after {hops} hops");
+    }
+    // Equal replicas: no hop, no data, one root comparison per replica.
+    let run = repair(&cs[0], json!({ "shards": [shard] })).await;
+    assert_eq!((run["hops"].as_u64(), run["keys_sent"].as_u64(), run["bytes_sent"].as_u64()), (Some(0), Some(0), Some(0)), "{run}");
+    assert_eq!(run["root_comparisons"].as_u64(), Some(n as u64), "{run}");
+    assert_eq!(run["shards_diverged"].as_u64(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_converges_within_2n_minus_2_hops_for_3_replicas() {
+    ring_bound(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_converges_within_2n_minus_2_hops_for_5_replicas() {
+    ring_bound(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_bandwidth_follows_the_difference_not_the_shard() {
+    let cluster = TestCluster::start(3, NodeOpts { shards: Some(1), ..opts() }).await;
+    let cs = clients(&cluster);
+    let base: Vec<(Vec<u8>, u64, Option<Vec<u8>>)> =
+        (0..100_000u32).map(|i| (format!("bw/{i:06}").into_bytes(), 500, Some(b"small-value-0123".to_vec()))).collect();
+    for c in &cs {
+        plant(c, base.clone()).await;
+    }
+    assert!(all_roots_equal(&cs).await);
+    let ring: Vec<String> = cs[0].get_path("/admin/shards").await.unwrap().json()["shards"][0]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let idx = |name: &str| ring.iter().position(|r| r == name).unwrap();
+    let (first, second) = (
+        &cs[["n1", "n2", "n3"].iter().position(|n| idx(n) == 0).unwrap()],
+        &cs[["n1", "n2", "n3"].iter().position(|n| idx(n) == 1).unwrap()],
+    );
+
+    // One key that the last replica in ring order lacks.
+    for c in [first, second] {
+        plant(c, vec![(b"bw/extra".to_vec(), 900, Some(vec![7u8; 1024]))]).await;
+    }
+    let run = repair(&cs[0], json!({ "shards": [0] })).await;
+    assert_eq!(run["keys_sent"].as_u64(), Some(1), "{run}");
+    let one_key_bytes = run["bytes_sent"].as_u64().unwrap();
+    assert!(one_key_bytes < 16 * 1024, "one differing key cost {one_key_bytes} bytes: {run}");
+    assert!(all_roots_equal(&cs).await);
+
+    // 1,000 differing keys with 1 KiB values.
+    let diff: Vec<(Vec<u8>, u64, Option<Vec<u8>>)> =
+        (0..1000u32).map(|i| (format!("bw/diff/{i}").into_bytes(), 900, Some(vec![i as u8; 1024]))).collect();
+    let record_bytes: u64 = diff.iter().map(|(k, _, v)| (k.len() + v.as_ref().unwrap().len()) as u64).sum();
+    for c in [first, second] {
+        plant(c, diff.clone()).await;
+    }
+    let run = repair(&cs[0], json!({ "shards": [0] })).await;
+    assert_eq!(run["keys_sent"].as_u64(), Some(1000), "{run}");
+    let bytes = run["bytes_sent"].as_u64().unwrap();
+    assert!(bytes < 3 * record_bytes, "1,000 keys ({record_bytes} B of records) cost {bytes} bytes: {run}");
+    assert!(all_roots_equal(&cs).await);
+    eprintln!("bandwidth: 1 key cost {one_key_bytes} B; 1000 keys cost {bytes} B for {record_bytes} B of records");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_tombstone_is_repaired_as_a_tombstone() {
+    let cluster = TestCluster::start(3, NodeOpts { retry_max_records: 0, retry_max_bytes: 0, ..opts() }).await;
+    let c0 = cluster.client(0);
+    assert!(c0.put(b"doomed", "alive", "w=all").await.unwrap().status.is_success());
+    cluster.net.cut("n1", "n3");
+    assert!(c0.delete(b"doomed", "w=quorum").await.unwrap().status.is_success());
+    cluster.net.heal("n1", "n3");
+    let c2 = cluster.client(2);
+    assert_eq!(c2.get(b"doomed", "r=one").await.unwrap().status, StatusCode::OK, "n3 missed the delete");
+    assert!(mail_for(&c0, "n3").await["dirty_shards"].as_array().unwrap().len() == 1);
+
+    let run = repair(&c2, json!({})).await;
+    assert_eq!(run["outcome"], "completed", "{run}");
+    for c in clients(&cluster) {
+        assert_eq!(c.get(b"doomed", "r=one").await.unwrap().status, StatusCode::NOT_FOUND, "the value came back");
+    }
+    assert!(all_roots_equal(&clients(&cluster)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_keep_flowing_during_a_run_and_a_second_run_finds_nothing() {
+    let cluster = TestCluster::start(3, opts()).await;
+    let cs = clients(&cluster);
+    for (i, c) in cs.iter().enumerate() {
+        plant(c, (0..200).map(|j| (format!("conc/{i}/{j}").into_bytes(), 700, Some(vec![1; 64]))).collect()).await;
+    }
+    let id = start_run(&cs[0], json!({})).await;
+    let writer = {
+        let c = cs[1].clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            for i in 0..300 {
+                let r = c.put(format!("live/{i}").as_bytes(), "v", "w=all").await.unwrap();
+                assert!(r.status.is_success(), "{}", r.text());
+                n += 1;
+            }
+            n
+        })
+    };
+    let first = wait_run(&cs[0], &id).await;
+    assert_eq!(writer.await.unwrap(), 300);
+    assert_eq!(first["outcome"], "completed", "{first}");
+    let second = repair(&cs[0], json!({})).await;
+    assert_eq!(second["shards_diverged"].as_u64(), Some(0), "{second}");
+    assert!(all_roots_equal(&cs).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_trigger_progress_history_cancel_conflict_and_schedule() {
+    let token = "s3cret-admin".to_string();
+    let cluster = TestCluster::start(3, NodeOpts { admin_token: Some(token.clone()), ..opts() }).await;
+    let cs = clients(&cluster);
+    // The admin token is enforced.
+    let bare = Client::new(&cluster.nodes[0].url).unwrap();
+    let r = bare.get_path("/admin/anti-entropy").await.unwrap();
+    assert_eq!((r.status, r.json()["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+
+    for (i, c) in cs.iter().enumerate() {
+        plant(c, (0..50).map(|j| (format!("adm/{i}/{j}").into_bytes(), 700, Some(vec![2; 32]))).collect()).await;
+    }
+    // Slow links make the run long enough to watch and cancel.
+    for (a, b) in [("n1", "n2"), ("n1", "n3"), ("n2", "n3")] {
+        cluster.net.delay(a, b, Duration::from_millis(40));
+    }
+    let id = start_run(&cs[0], json!({ "mode": "ring" })).await;
+    let again = cs[0].send(Method::POST, "/admin/anti-entropy", &[], "{}".into()).await.unwrap();
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
+    assert_eq!(again.json()["run_id"], id.as_str());
+    let st = cs[0].get_path("/admin/anti-entropy").await.unwrap().json();
+    assert_eq!(st["running"]["id"], id.as_str(), "{st}");
+    assert_eq!(st["running"]["shards_total"], 8);
+    let c0 = cs[0].clone();
+    wait_until("progress is visible", Duration::from_secs(30), || {
+        let c0 = c0.clone();
+        async move { c0.get_path("/admin/anti-entropy").await.unwrap().json()["running"]["shards_done"].as_u64().unwrap_or(0) >= 1 }
+    })
+    .await;
+    let r = cs[0].send(Method::DELETE, &format!("/admin/anti-entropy/{id}"), &[], "".into()).await.unwrap();
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let cancelled = wait_run(&cs[0], &id).await;
+    assert_eq!(cancelled["outcome"], "cancelled", "{cancelled}");
+    assert!(cancelled["shards_done"].as_u64().unwrap() < 8);
+    let r = cs[0].send(Method::DELETE, "/admin/anti-entropy/ae-nope", &[], "".into()).await.unwrap();
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    cluster.net.heal_all();
+
+    // A full run afterwards completes and lands in the history, newest first.
+    let done = repair(&cs[0], json!({})).await;
+    assert_eq!(done["outcome"], "completed");
+    let hist = cs[0].get_path("/admin/anti-entropy").await.unwrap().json()["history"].clone();
+    assert_eq!(hist[0]["id"], done["id"]);
+    assert_eq!(hist[1]["id"], id.as_str());
+
+    // Bad requests are refused.
+    for body in [r#"{"mode":"sideways"}"#, r#"{"shards":[99]}"#, r#"{"bogus":1}"#, "not json"] {
+        let r = cs[0].send(Method::POST, "/admin/anti-entropy", &[], body.to_string().into()).await.unwrap();
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text());
+    }
+    let r = cs[0].send(Method::PUT, "/admin/anti-entropy/schedule", &[], r#"{"interval_secs":1}"#.into()).await.unwrap();
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // The schedule set on one node reaches every node, and survives a restart.
+    let r = cs[1].send(Method::PUT, "/admin/anti-entropy/schedule", &[], r#"{"enabled":false,"interval_secs":120}"#.into()).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    for c in &cs {
+        let c = c.clone();
+        wait_until("schedule reaches every node", Duration::from_secs(10), || {
+            let c = c.clone();
+            async move {
+                let s = c.get_path("/admin/anti-entropy").await.unwrap().json()["schedule"].clone();
+                s["enabled"] == false && s["interval_secs"] == 120
+            }
+        })
+        .await;
+    }
+    let mut cluster = cluster;
+    cluster.node(2).restart().await;
+    let s = cluster.client(2).get_path("/admin/anti-entropy").await.unwrap().json()["schedule"].clone();
+    assert_eq!((s["enabled"].as_bool(), s["interval_secs"].as_u64()), (Some(false), Some(120)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_replica_is_skipped_and_its_shards_stay_dirty() {
+    let mut cluster = TestCluster::start(3, NodeOpts { retry_max_records: 0, retry_max_bytes: 0, ..opts() }).await;
+    cluster.node(2).stop().await;
+    let c0 = cluster.client(0);
+    for i in 0..50 {
+        assert!(c0.put(format!("skip/{i}").as_bytes(), "v", "w=quorum").await.unwrap().status.is_success());
+    }
+    let dirty_before = mail_for(&c0, "n3").await["dirty_shards"].as_array().unwrap().len();
+    assert!(dirty_before > 0);
+    let run = repair(&c0, json!({})).await;
+    assert_eq!(run["outcome"], "partial", "{run}");
+    assert!(run["replicas_skipped"].as_array().unwrap().iter().all(|s| s["node"] == "n3"), "{run}");
+    assert_eq!(mail_for(&c0, "n3").await["dirty_shards"].as_array().unwrap().len(), dirty_before, "dirty marks cleared without repair");
+    let metrics = c0.get_path("/metrics").await.unwrap().text();
+    assert!(metrics.contains("hearsay_anti_entropy_runs_total 1"), "{metrics}");
+}
