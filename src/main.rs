@@ -218,6 +218,12 @@ struct BenchArgs {
     /// Write levels for --nodes > 1.
     #[arg(long, value_delimiter = ',', default_value = "one,quorum")]
     levels: Vec<String>,
+    /// `repair`: measure anti-entropy on a local 3-node cluster instead.
+    #[arg(long)]
+    scenario: Option<String>,
+    /// For --scenario repair: percent of --keys the repaired node misses.
+    #[arg(long, default_value_t = 10)]
+    missing_percent: u64,
 }
 
 fn main() -> Result<()> {
@@ -471,81 +477,9 @@ async fn run_cluster(nodes: usize, base_port: u16, data_dir: PathBuf, sync: Sync
     Ok(())
 }
 
-/// Single node vs an N-node cluster, PUT only, in one run.
-async fn bench_cluster(args: &BenchArgs, cfg: &BenchConfig) -> Result<()> {
-    let exe = std::env::current_exe()?;
-    let dir = std::env::temp_dir().join(format!("hearsay-bench-cluster-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let sync = vec!["--sync".to_string(), format!("{:?}", args.sync).to_lowercase()];
-
-    eprintln!("baseline: one node, PUT...");
-    let single_args = [
-        vec!["--listen".into(), "127.0.0.1:0".into(), "--insecure".into(), "--data-dir".into(), dir.join("single").display().to_string()],
-        sync.clone(),
-    ]
-    .concat();
-    let mut single = ChildNode::spawn(&exe, &single_args, None, Duration::from_secs(30))?;
-    let baseline = bench::run_phase(&[Client::new(&single.url)?], cfg, Workload::Put).await;
-    single.terminate()?;
-
-    let secret = dir.join("secret");
-    ensure_secret_file(&secret)?;
-    let spec = ClusterSpec {
-        exe: &exe,
-        addrs: hearsay::process::free_loopback_addrs(args.nodes)?,
-        data_dir: &dir,
-        secret_file: &secret,
-        extra_args: sync,
-    };
-    let mut cluster = LocalCluster::spawn(&spec)?;
-    let clients: Vec<Client> = cluster.urls().iter().map(|u| Client::new(u)).collect::<Result<_, _>>()?;
-    for c in &clients {
-        for _ in 0..200 {
-            if c.get_path("/ready").await.is_ok_and(|r| r.status.is_success()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    let rf = 3.min(args.nodes) as u64;
-    let key_len = bench::bench_key(0).len() as u64;
-    let budget = 1.3 * (key_len + cfg.value_size as u64 + 64) as f64;
-    println!("{:<16} {:>10} {:>9} {:>9} {:>10} {:>14} {:>8}", "run", "req/s", "p50 ms", "p99 ms", "x single", "wire B/replica", "budget");
-    let row = |name: &str, r: &bench::PhaseResult, wire: Option<f64>| {
-        println!(
-            "{:<16} {:>10.0} {:>9.2} {:>9.2} {:>10.2} {:>14} {:>8.0}",
-            name,
-            r.throughput(),
-            r.percentile_ms(0.5),
-            r.percentile_ms(0.99),
-            r.throughput() / baseline.throughput(),
-            wire.map_or_else(|| "-".to_string(), |w| format!("{w:.0}")),
-            budget
-        )
-    };
-    row("single node", &baseline, None);
-    for level in &args.levels {
-        let before = bench::scrape_counter(&clients, "hearsay_peer_bytes_sent").await
-            + bench::scrape_counter(&clients, "hearsay_peer_bytes_received").await;
-        let phase_cfg = BenchConfig { query: format!("w={level}"), ..cfg.clone() };
-        let r = bench::run_phase(&clients, &phase_cfg, Workload::Put).await;
-        bench::wait_quiet(&clients).await;
-        let after = bench::scrape_counter(&clients, "hearsay_peer_bytes_sent").await
-            + bench::scrape_counter(&clients, "hearsay_peer_bytes_received").await;
-        let per_replica = (after - before) as f64 / (r.ok.max(1) * (rf - 1).max(1)) as f64;
-        row(&format!("{} nodes w={level}", args.nodes), &r, Some(per_replica));
-        if r.errors > 0 {
-            eprintln!("  ({} requests failed)", r.errors);
-        }
-    }
-    cluster.terminate();
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
-}
-
 async fn run_bench(args: BenchArgs) -> Result<()> {
     let cfg = BenchConfig {
+        prefix: "bench".into(),
         concurrency: args.concurrency.max(1),
         keys: args.keys.max(1),
         value_size: args.value_size,
@@ -555,8 +489,24 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         query: args.query.clone(),
         seed: args.seed,
     };
+    if let Some(scenario) = &args.scenario {
+        if scenario != "repair" {
+            bail!("unknown --scenario {scenario:?}; the one scenario is: repair");
+        }
+        let spec = bench::repair::RepairBench {
+            keys: cfg.keys,
+            missing_percent: args.missing_percent.clamp(1, 100),
+            value_size: cfg.value_size,
+            concurrency: cfg.concurrency,
+            baseline_secs: cfg.duration.as_secs(),
+        };
+        print!("{}", bench::repair::run(&std::env::current_exe()?, &spec).await?);
+        return Ok(());
+    }
     if args.nodes > 1 && args.target.is_none() {
-        return bench_cluster(&args, &cfg).await;
+        let levels: Vec<&str> = args.levels.iter().map(String::as_str).collect();
+        print!("{}", bench::cluster::compare(&std::env::current_exe()?, args.nodes, &levels, args.sync, &cfg).await?);
+        return Ok(());
     }
     let mut local = None;
     let url = match args.target {

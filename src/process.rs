@@ -71,6 +71,9 @@ impl Drop for ChildNode {
 /// A local cluster of child nodes on loopback, each seeded with the others.
 pub struct LocalCluster {
     pub nodes: Vec<ChildNode>,
+    exe: std::path::PathBuf,
+    args: Vec<Vec<String>>,
+    logs: Vec<std::path::PathBuf>,
 }
 
 /// How to start a [`LocalCluster`].
@@ -87,7 +90,7 @@ pub struct ClusterSpec<'a> {
 
 impl LocalCluster {
     pub fn spawn(spec: &ClusterSpec<'_>) -> std::io::Result<LocalCluster> {
-        let mut nodes = Vec::new();
+        let mut cluster = LocalCluster { nodes: Vec::new(), exe: spec.exe.to_path_buf(), args: Vec::new(), logs: Vec::new() };
         for (i, addr) in spec.addrs.iter().enumerate() {
             let name = format!("n{}", i + 1);
             let seeds: Vec<&str> = spec.addrs.iter().filter(|a| *a != addr).map(String::as_str).collect();
@@ -104,10 +107,25 @@ impl LocalCluster {
                 seeds.join(","),
             ];
             args.extend(spec.extra_args.iter().cloned());
-            let log = std::fs::File::create(spec.data_dir.join(format!("{name}.log")))?;
-            nodes.push(ChildNode::spawn(spec.exe, &args, Some(log), Duration::from_secs(30))?);
+            let log = spec.data_dir.join(format!("{name}.log"));
+            cluster.nodes.push(ChildNode::spawn(spec.exe, &args, Some(std::fs::File::create(&log)?), Duration::from_secs(30))?);
+            cluster.args.push(args);
+            cluster.logs.push(log);
         }
-        Ok(LocalCluster { nodes })
+        Ok(cluster)
+    }
+
+    /// Stops node `i` cleanly (SIGTERM) and starts it again on the same data and port.
+    pub fn restart(&mut self, i: usize) -> std::io::Result<()> {
+        self.nodes[i].terminate()?;
+        self.start(i)
+    }
+
+    /// Starts node `i` again after it was stopped.
+    pub fn start(&mut self, i: usize) -> std::io::Result<()> {
+        let log = std::fs::OpenOptions::new().append(true).create(true).open(&self.logs[i])?;
+        self.nodes[i] = ChildNode::spawn(&self.exe, &self.args[i], Some(log), Duration::from_secs(30))?;
+        Ok(())
     }
 
     pub fn urls(&self) -> Vec<String> {

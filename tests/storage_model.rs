@@ -73,7 +73,7 @@ impl Model {
         for ((s, k), r) in &self.0 {
             if *s == shard {
                 let d = hearsay::merkle::record_digest(k, r.version, r.value.as_deref());
-                tree.update(hearsay::merkle::locate(k).0, None, &d);
+                tree.update(hearsay::merkle::leaf_of(k), None, &d);
             }
         }
         tree.root()
@@ -184,7 +184,7 @@ fn concurrent_applies_of_one_key_end_at_the_max_version() {
         // The tree agrees with the data after racing writers of one leaf.
         let rec = store.get(shard, b"hot").unwrap().unwrap();
         let mut expect = hearsay::merkle::ShardTree::default();
-        expect.update(hearsay::merkle::locate(b"hot").0, None, &hearsay::merkle::record_digest(b"hot", rec.version, rec.value.as_deref()));
+        expect.update(hearsay::merkle::leaf_of(b"hot"), None, &hearsay::merkle::record_digest(b"hot", rec.version, rec.value.as_deref()));
         assert_eq!(store.trees().shard(shard.0).root(), expect.root());
     }
 }

@@ -86,15 +86,32 @@ pub async fn tree(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body
     if req.indices.len() > crate::merkle::LEAVES {
         return Err(ApiError::bad_request("too many tree indices in one request"));
     }
-    let digests = st.repl.kv.storage().trees().shard(shard.0).level(req.level, &req.indices).map_err(ApiError::bad_request)?;
-    Ok(reply(&TreeReply { digests }))
+    let storage = st.repl.kv.storage();
+    let indices: Vec<u32> = if req.children {
+        if req.level != 2 || req.indices.iter().any(|&i| i as usize >= crate::merkle::INNER) {
+            return Err(ApiError::bad_request("children are asked of level 2 by inner node index"));
+        }
+        let fanout = crate::merkle::FANOUT as u32;
+        req.indices.iter().flat_map(|&i| i * fanout..(i + 1) * fanout).collect()
+    } else {
+        req.indices
+    };
+    let digests = storage.trees().shard(shard.0).level(req.level, &indices).map_err(ApiError::bad_request)?;
+    let digests = digests.iter().map(crate::merkle::wire_digest).collect();
+    Ok(reply(&TreeReply { digests, records: storage.counts(shard).records }))
 }
 
 pub async fn leaves(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let req: LeafDiff = accept(&st, &uri, &headers, body).await?;
     check_shard(&st, req.shard, req.shards)?;
     let kv = st.repl.kv.clone();
-    let answer = tokio::task::spawn_blocking(move || answer_leaf_diff(&kv, &req)).await.expect("leaf diff task panicked")?;
+    let answer = tokio::task::spawn_blocking(move || answer_leaf_diff(&kv, &req))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| match e {
+            crate::repair::exchange::LeafDiffError::Storage(s) => ApiError::from(s),
+            m => ApiError::bad_request(m.to_string()),
+        })?;
     Ok(reply(&answer))
 }
 

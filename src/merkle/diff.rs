@@ -1,78 +1,69 @@
 //! The pure comparison of two replicas' trees and leaf contents: no I/O.
 //! The exchange driver feeds it the answers it gets from the peer.
 
-use super::{Digest, KeyTag};
 use crate::types::Version;
-use std::collections::BTreeMap;
 
 /// Indices whose digests differ (all of them if the lengths differ).
-pub fn differing(mine: &[Digest], theirs: &[Digest]) -> Vec<usize> {
+pub fn differing<T: PartialEq>(mine: &[T], theirs: &[T]) -> Vec<usize> {
     if mine.len() != theirs.len() {
         return (0..mine.len().max(theirs.len())).collect();
     }
     mine.iter().zip(theirs).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect()
 }
 
-/// One record's identity in a leaf listing. On the wire it is a fixed 24
-/// bytes (tag, hlc, node): leaf listings dominate repair traffic when many
-/// leaves differ, and varints would make each entry ~27 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(into = "[u8; 24]", from = "[u8; 24]")]
-pub struct Entry {
-    pub tag: KeyTag,
-    pub version: Version,
+/// A record's identity in a leaf listing: 4 bytes of a keyed hash of
+/// (key, version), keyed by a nonce fresh for each exchange. Short, because
+/// listings dominate repair traffic when many leaves differ; safe, because a
+/// collision can hide a record from one exchange only: roots then still
+/// differ, the run goes on, and the next exchange draws another nonce.
+pub fn fingerprint(nonce: u64, key: &[u8], version: Version) -> u32 {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&nonce.to_le_bytes());
+    let mut h = blake3::Hasher::new_keyed(&k);
+    h.update(&version.hlc.to_be_bytes());
+    h.update(&version.node.to_be_bytes());
+    h.update(key);
+    u32::from_le_bytes(h.finalize().as_bytes()[..4].try_into().expect("4 bytes"))
 }
 
-impl From<Entry> for [u8; 24] {
-    fn from(e: Entry) -> [u8; 24] {
-        let mut out = [0u8; 24];
-        out[..8].copy_from_slice(&e.tag);
-        out[8..16].copy_from_slice(&e.version.hlc.to_be_bytes());
-        out[16..].copy_from_slice(&e.version.node.to_be_bytes());
-        out
-    }
-}
-
-impl From<[u8; 24]> for Entry {
-    fn from(b: [u8; 24]) -> Entry {
-        let word = |r: std::ops::Range<usize>| u64::from_be_bytes(b[r].try_into().expect("8 bytes"));
-        Entry { tag: b[..8].try_into().expect("8 bytes"), version: Version { hlc: word(8..16), node: word(16..24) } }
-    }
-}
-
-/// What each side must send so both end with the newest of every key.
+/// What each side must send: indices into its own listing of records the
+/// other side does not hold (the receiver keeps the newer by last-writer-wins).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Keys I hold newer, or that they lack: I send them.
-    pub send: Vec<KeyTag>,
-    /// Keys they hold newer, or that I lack: they send them.
-    pub request: Vec<KeyTag>,
+    /// Indices into `mine` of records they lack: I send them.
+    pub send: Vec<usize>,
+    /// Indices into `theirs` of records I lack: they send them.
+    pub request: Vec<usize>,
 }
 
-/// Compares two listings of the same leaves.
-pub fn plan(mine: &[Entry], theirs: &[Entry]) -> Plan {
-    let theirs: BTreeMap<KeyTag, Version> = theirs.iter().map(|e| (e.tag, e.version)).collect();
-    let mine_map: BTreeMap<KeyTag, Version> = mine.iter().map(|e| (e.tag, e.version)).collect();
-    let mut plan = Plan::default();
-    for (tag, v) in &mine_map {
-        match theirs.get(tag) {
-            Some(t) if t >= v => {}
-            _ => plan.send.push(*tag),
-        }
+/// Compares two fingerprint listings of the same leaves.
+pub fn plan(mine: &[u32], theirs: &[u32]) -> Plan {
+    let mine_set: std::collections::HashSet<u32> = mine.iter().copied().collect();
+    let theirs_set: std::collections::HashSet<u32> = theirs.iter().copied().collect();
+    Plan {
+        send: mine.iter().enumerate().filter(|(_, f)| !theirs_set.contains(f)).map(|(i, _)| i).collect(),
+        request: theirs.iter().enumerate().filter(|(_, f)| !mine_set.contains(f)).map(|(i, _)| i).collect(),
     }
-    for (tag, v) in &theirs {
-        match mine_map.get(tag) {
-            Some(m) if m >= v => {}
-            _ => plan.request.push(*tag),
-        }
+}
+
+/// Packs a set of indices `< len` as a bitmap (bit i of byte i/8).
+pub fn to_bitmap(indices: &[usize], len: usize) -> Vec<u8> {
+    let mut bits = vec![0u8; len.div_ceil(8)];
+    for &i in indices.iter().filter(|&&i| i < len) {
+        bits[i / 8] |= 1 << (i % 8);
     }
-    plan
+    bits
+}
+
+/// The indices set in a bitmap, below `len`.
+pub fn from_bitmap(bits: &[u8], len: usize) -> Vec<usize> {
+    (0..len.min(bits.len() * 8)).filter(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merkle::{locate, record_digest, ShardTree};
+    use crate::merkle::{leaf_of, record_digest, ShardTree};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -81,16 +72,16 @@ mod tests {
     fn tree(store: &Store) -> ShardTree {
         let mut t = ShardTree::default();
         for (k, (v, val)) in store {
-            t.update(locate(k).0, None, &record_digest(k, *v, val.as_deref()));
+            t.update(leaf_of(k), None, &record_digest(k, *v, val.as_deref()));
         }
         t
     }
 
-    fn entries(store: &Store, leaves: &[usize]) -> Vec<Entry> {
+    fn listing(store: &Store, leaves: &[usize], nonce: u64) -> Vec<(Vec<u8>, u32)> {
         store
             .iter()
-            .filter(|(k, _)| leaves.contains(&(locate(k).0 as usize)))
-            .map(|(k, (v, _))| Entry { tag: locate(k).1, version: *v })
+            .filter(|(k, _)| leaves.contains(&(leaf_of(k) as usize)))
+            .map(|(k, (v, _))| (k.clone(), fingerprint(nonce, k, *v)))
             .collect()
     }
 
@@ -105,15 +96,24 @@ mod tests {
         let leaves: Vec<u32> = inner.iter().flat_map(|i| (*i * 32..*i * 32 + 32).map(|l| l as u32)).collect();
         let dl = differing(&ta.level(2, &leaves).unwrap(), &tb.level(2, &leaves).unwrap());
         let leaves: Vec<usize> = dl.iter().map(|&i| leaves[i] as usize).collect();
-        let p = plan(&entries(a, &leaves), &entries(b, &leaves));
-        let by_tag = |s: &Store, tag: &KeyTag| s.iter().find(|(k, _)| locate(k).1 == *tag).map(|(k, r)| (k.clone(), r.clone())).unwrap();
-        let sends: Vec<_> = p.send.iter().map(|t| by_tag(a, t)).collect();
-        let reqs: Vec<_> = p.request.iter().map(|t| by_tag(b, t)).collect();
+        let (la, lb) = (listing(a, &leaves, 99), listing(b, &leaves, 99));
+        let fa: Vec<u32> = la.iter().map(|(_, f)| *f).collect();
+        let fb: Vec<u32> = lb.iter().map(|(_, f)| *f).collect();
+        let p = plan(&fa, &fb);
+        // The want list travels as a bitmap.
+        let send = from_bitmap(&to_bitmap(&p.send, fa.len()), fa.len());
+        let sends: Vec<_> = send.iter().map(|&i| (la[i].0.clone(), a[&la[i].0].clone())).collect();
+        let reqs: Vec<_> = p.request.iter().map(|&i| (lb[i].0.clone(), b[&lb[i].0].clone())).collect();
+        // Receivers keep the newer version (last writer wins).
         for (k, r) in &sends {
-            b.insert(k.clone(), r.clone());
+            if b.get(k).is_none_or(|cur| cur.0 < r.0) {
+                b.insert(k.clone(), r.clone());
+            }
         }
         for (k, r) in &reqs {
-            a.insert(k.clone(), r.clone());
+            if a.get(k).is_none_or(|cur| cur.0 < r.0) {
+                a.insert(k.clone(), r.clone());
+            }
         }
         sends.len() + reqs.len()
     }
@@ -158,29 +158,26 @@ mod tests {
                     want.insert(k.clone(), r.clone());
                 }
             }
-            let differing_keys = want.iter().filter(|(k, r)| a.get(*k) != Some(r)).count() + want.iter().filter(|(k, r)| b.get(*k) != Some(r)).count();
+            // Records (key, version) that one side holds and the other does not.
+            let differing = a.iter().filter(|(k, r)| b.get(*k).is_none_or(|o| o.0 != r.0)).count()
+                + b.iter().filter(|(k, r)| a.get(*k).is_none_or(|o| o.0 != r.0)).count();
             let moved = sync(&mut a, &mut b);
             prop_assert_eq!(&a, &want);
             prop_assert_eq!(&b, &want);
-            prop_assert_eq!(moved, differing_keys, "moved exactly the differing records");
+            prop_assert_eq!(moved, differing, "moved exactly the differing records");
             prop_assert_eq!(sync(&mut a, &mut b), 0);
         }
     }
 
     #[test]
-    fn entries_are_24_bytes_on_the_wire() {
-        let e = Entry { tag: [7; 8], version: Version { hlc: u64::MAX - 1, node: 3 } };
-        let bytes = postcard::to_stdvec(&e).unwrap();
-        assert_eq!(bytes.len(), 24);
-        assert_eq!(postcard::from_bytes::<Entry>(&bytes).unwrap(), e);
-    }
-
-    #[test]
-    fn plan_prefers_newer_either_way() {
-        let t = |x: u8| [x; 8];
-        let v = |h: u64| Version { hlc: h, node: 0 };
-        let mine = [Entry { tag: t(1), version: v(5) }, Entry { tag: t(2), version: v(1) }, Entry { tag: t(3), version: v(3) }];
-        let theirs = [Entry { tag: t(2), version: v(9) }, Entry { tag: t(3), version: v(3) }, Entry { tag: t(4), version: v(1) }];
-        assert_eq!(plan(&mine, &theirs), Plan { send: vec![t(1)], request: vec![t(2), t(4)] });
+    fn plan_is_the_set_difference_and_bitmaps_round_trip() {
+        assert_eq!(plan(&[1, 2, 3], &[2, 3, 4, 5]), Plan { send: vec![0], request: vec![2, 3] });
+        let idx = vec![0, 3, 8, 9, 15, 16];
+        assert_eq!(from_bitmap(&to_bitmap(&idx, 17), 17), idx);
+        assert_eq!(to_bitmap(&idx, 17).len(), 3);
+        // Another nonce, another fingerprint: a collision does not repeat.
+        let v = Version { hlc: 1, node: 1 };
+        assert_ne!(fingerprint(1, b"k", v), fingerprint(2, b"k", v));
+        assert_ne!(fingerprint(1, b"k", v), fingerprint(1, b"k", Version { hlc: 2, node: 1 }));
     }
 }

@@ -20,16 +20,20 @@ pub const LEAVES: usize = 1024;
 pub const FANOUT: usize = 32;
 pub const INNER: usize = LEAVES / FANOUT;
 
-/// Which leaf a key falls in, and an 8-byte tag naming it inside its shard.
-pub fn locate(key: &[u8]) -> (u32, KeyTag) {
+/// Which leaf a key falls in (more bits of the hash that picked its shard).
+pub fn leaf_of(key: &[u8]) -> u32 {
     let h = blake3::hash(key);
-    let b = h.as_bytes();
-    let leaf = (u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")) % LEAVES as u64) as u32;
-    (leaf, b[16..24].try_into().expect("8 bytes"))
+    let leaf = (u64::from_le_bytes(h.as_bytes()[8..16].try_into().expect("8 bytes")) % LEAVES as u64) as u32;
+    leaf
 }
 
-/// A short name for a key within its shard, exchanged instead of the key.
-pub type KeyTag = [u8; 8];
+/// Bytes of a digest sent on the wire: 128 bits detect accidental divergence
+/// with certainty for practical purposes, and peers are authenticated.
+pub const WIRE_DIGEST: usize = 16;
+
+pub fn wire_digest(d: &Digest) -> [u8; WIRE_DIGEST] {
+    d[..WIRE_DIGEST].try_into().expect("16 bytes")
+}
 
 /// `h(r) = blake3(len ‖ key ‖ hlc ‖ node ‖ blake3(value or tombstone mark))`.
 pub fn record_digest(key: &[u8], version: Version, value: Option<&[u8]>) -> Digest {
@@ -176,7 +180,7 @@ impl Trees {
 
     /// Records that `key` changed from `old` to `new` (digests).
     pub fn record(&self, shard: u32, key: &[u8], old: Option<&Digest>, new: &Digest) {
-        let (leaf, _) = locate(key);
+        let leaf = leaf_of(key);
         self.shard(shard).update(leaf, old, new);
     }
 }

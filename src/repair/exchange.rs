@@ -1,24 +1,24 @@
 //! One anti-entropy exchange between this node and a peer for one shard:
 //! compare roots; if they differ, descend only into differing inner nodes,
-//! then list the differing leaves (tag + version per record, never values)
+//! then list the differing leaves (a 4-byte fingerprint per record, never values)
 //! and ship only the records one side lacks or holds older, in bounded
 //! batches. Bytes moved grow with the difference, not the shard.
 
 use crate::kv::KvService;
-use crate::merkle::diff::{differing, Entry};
-use crate::merkle::{locate, KeyTag, FANOUT, INNER};
+use crate::merkle::diff::{differing, fingerprint, from_bitmap, plan, to_bitmap};
+use crate::merkle::{wire_digest, FANOUT, INNER};
 use crate::rpc::client::{PeerClient, RpcError};
 use crate::rpc::{
     ApplyBatch, ApplyReply, Fetch, FetchReply, LeafDiff, LeafDiffReply, SyncMode, SyncReport, TreeReply, TreeRequest, WireRecord,
 };
 use crate::rpc::{PATH_APPLY, PATH_FETCH, PATH_LEAVES, PATH_TREE};
 use crate::storage::StorageError;
-use crate::types::{Key, ShardId};
+use crate::types::{Key, ShardId, Version};
 use bytes::Bytes;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// Most (tag, version) entries in one leaf listing request.
+/// Most fingerprints in one leaf listing request.
 const ENTRIES_PER_BATCH: usize = 20_000;
 /// Most records in one push or fetch.
 const RECORDS_PER_BATCH: usize = 256;
@@ -51,9 +51,9 @@ impl Exchange<'_> {
         self.kv.storage().shard_count()
     }
 
-    async fn digests(&self, level: u8, indices: Vec<u32>, report: &mut SyncReport) -> Result<Vec<[u8; 32]>, ExchangeError> {
-        let asked = indices.len();
-        let req = TreeRequest { shard: self.shard.0, shards: self.shards(), level, indices };
+    async fn digests(&self, level: u8, indices: Vec<u32>, children: bool, report: &mut SyncReport) -> Result<Vec<[u8; 16]>, ExchangeError> {
+        let asked = if children { indices.len() * FANOUT } else { indices.len() };
+        let req = TreeRequest { shard: self.shard.0, shards: self.shards(), level, indices, children };
         let (reply, bytes): (TreeReply, u64) = self.peers.call_sized(self.peer, PATH_TREE, &req, self.timeout).await?;
         report.bytes += bytes;
         if reply.digests.len() != asked {
@@ -62,65 +62,67 @@ impl Exchange<'_> {
         Ok(reply.digests)
     }
 
-    fn local_level(&self, level: u8, indices: &[u32]) -> Vec<[u8; 32]> {
+    fn local_level(&self, level: u8, indices: &[u32]) -> Vec<[u8; 16]> {
         let mut tree = self.kv.storage().trees().shard(self.shard.0);
-        tree.level(level, indices).expect("indices come from the same tree shape")
+        let full = tree.level(level, indices).expect("indices come from the same tree shape");
+        full.iter().map(wire_digest).collect()
     }
 
     pub async fn run(&self, mode: SyncMode) -> Result<SyncReport, ExchangeError> {
         let mut report = SyncReport::default();
-        let theirs = self.digests(0, vec![0], &mut report).await?;
+        let theirs = self.digests(0, vec![0], false, &mut report).await?;
         if self.local_level(0, &[0]) == theirs {
             report.equal = true;
             return Ok(report);
         }
         let all_inner: Vec<u32> = (0..INNER as u32).collect();
-        let theirs = self.digests(1, all_inner.clone(), &mut report).await?;
-        let inner = differing(&self.local_level(1, &all_inner), &theirs);
-        let leaves: Vec<u32> = inner.iter().flat_map(|&i| (i * FANOUT..(i + 1) * FANOUT).map(|l| l as u32)).collect();
-        let theirs = self.digests(2, leaves.clone(), &mut report).await?;
+        let theirs = self.digests(1, all_inner.clone(), false, &mut report).await?;
+        let inner: Vec<u32> = differing(&self.local_level(1, &all_inner), &theirs).into_iter().map(|i| i as u32).collect();
+        let leaves: Vec<u32> = inner.iter().flat_map(|&i| i * FANOUT as u32..(i + 1) * FANOUT as u32).collect();
+        let theirs = self.digests(2, inner, true, &mut report).await?;
         let diverged: BTreeSet<u32> = differing(&self.local_level(2, &leaves), &theirs).into_iter().map(|i| leaves[i]).collect();
         report.leaves_diverged = diverged.len() as u64;
         if diverged.is_empty() {
             return Ok(report);
         }
-        // My listing of the differing leaves, grouped into bounded requests.
+        // My records in the differing leaves, sent in bounded batches of leaves.
         let mine = self.kv.storage().leaf_entries(self.shard, &diverged)?;
-        let mut by_leaf: std::collections::BTreeMap<u32, Vec<(KeyTag, Bytes, crate::types::Version)>> = Default::default();
+        let mut by_leaf: std::collections::BTreeMap<u32, Vec<(Bytes, Version)>> = Default::default();
         for (leaf, key, version) in mine {
-            by_leaf.entry(leaf).or_default().push((locate(&key).1, key, version));
+            by_leaf.entry(leaf).or_default().push((key, version));
         }
-        let mut batch_leaves = Vec::new();
-        let mut batch_entries: Vec<(KeyTag, Bytes, crate::types::Version)> = Vec::new();
+        let mut batch_leaves: Vec<(u32, u32)> = Vec::new();
+        let mut batch: Vec<(Bytes, Version)> = Vec::new();
         for leaf in &diverged {
-            let entries = by_leaf.remove(leaf).unwrap_or_default();
-            if !batch_leaves.is_empty() && batch_entries.len() + entries.len() > ENTRIES_PER_BATCH {
-                self.settle(mode, std::mem::take(&mut batch_leaves), std::mem::take(&mut batch_entries), &mut report).await?;
+            let records = by_leaf.remove(leaf).unwrap_or_default();
+            if !batch_leaves.is_empty() && batch.len() + records.len() > ENTRIES_PER_BATCH {
+                self.settle(mode, std::mem::take(&mut batch_leaves), std::mem::take(&mut batch), &mut report).await?;
             }
-            batch_leaves.push(*leaf);
-            batch_entries.extend(entries);
+            batch_leaves.push((*leaf, records.len() as u32));
+            batch.extend(records);
         }
         if !batch_leaves.is_empty() {
-            self.settle(mode, batch_leaves, batch_entries, &mut report).await?;
+            self.settle(mode, batch_leaves, batch, &mut report).await?;
         }
         Ok(report)
     }
 
-    /// Sends one leaf listing and moves the records it shows to differ.
+    /// Sends one fingerprint listing and moves the records it shows to differ.
     async fn settle(
         &self,
         mode: SyncMode,
-        leaves: Vec<u32>,
-        mine: Vec<(KeyTag, Bytes, crate::types::Version)>,
+        leaves: Vec<(u32, u32)>,
+        mine: Vec<(Bytes, Version)>,
         report: &mut SyncReport,
     ) -> Result<(), ExchangeError> {
-        let entries = mine.iter().map(|(tag, _, version)| Entry { tag: *tag, version: *version }).collect();
-        let req = LeafDiff { shard: self.shard.0, shards: self.shards(), mode, leaves, entries };
+        let nonce: u64 = rand::random();
+        let fingerprints = mine.iter().map(|(k, v)| fingerprint(nonce, k, *v)).collect();
+        let (leaves, counts) = leaves.into_iter().unzip();
+        let req = LeafDiff { shard: self.shard.0, shards: self.shards(), mode, nonce, leaves, counts, fingerprints };
         let (reply, bytes): (LeafDiffReply, u64) = self.peers.call_sized(self.peer, PATH_LEAVES, &req, self.timeout).await?;
         report.bytes += bytes;
-        if mode.pushes() && !reply.want.is_empty() {
-            let keys: HashMap<KeyTag, &Bytes> = mine.iter().map(|(t, k, _)| (*t, k)).collect();
-            let wanted: Vec<&Bytes> = reply.want.iter().filter_map(|t| keys.get(t).copied()).collect();
+        if mode.pushes() {
+            let wanted: Vec<&Bytes> = from_bitmap(&reply.want, mine.len()).into_iter().map(|i| &mine[i].0).collect();
             self.push(&wanted, report).await?;
         }
         if mode.pulls() && !reply.newer.is_empty() {
@@ -170,18 +172,44 @@ impl Exchange<'_> {
     }
 }
 
-/// The responder's half of a leaf listing: compare with my own entries.
-pub fn answer_leaf_diff(kv: &KvService, req: &LeafDiff) -> Result<LeafDiffReply, StorageError> {
-    let leaves: BTreeSet<u32> = req.leaves.iter().copied().filter(|l| (*l as usize) < crate::merkle::LEAVES).collect();
-    let mine = kv.storage().leaf_entries(ShardId(req.shard), &leaves)?;
-    let my_entries: Vec<Entry> = mine.iter().map(|(_, k, v)| Entry { tag: locate(k).1, version: *v }).collect();
-    let plan = crate::merkle::diff::plan(&my_entries, &req.entries);
-    let reply_newer = if req.mode.pulls() {
-        let newer: BTreeSet<KeyTag> = plan.send.into_iter().collect();
-        mine.into_iter().filter(|(_, k, _)| newer.contains(&locate(k).1)).map(|(_, k, _)| k).collect()
-    } else {
-        Vec::new()
-    };
-    let want = if req.mode.pushes() { plan.request } else { Vec::new() };
-    Ok(LeafDiffReply { want, newer: reply_newer })
+/// The responder's half of a leaf listing: compare, leaf by leaf, with my
+/// own records (per leaf, so a fingerprint only has to be unique among the
+/// few records of one leaf).
+pub fn answer_leaf_diff(kv: &KvService, req: &LeafDiff) -> Result<LeafDiffReply, LeafDiffError> {
+    let total: u64 = req.counts.iter().map(|&c| u64::from(c)).sum();
+    if req.leaves.len() != req.counts.len() || total != req.fingerprints.len() as u64 {
+        return Err(LeafDiffError::Malformed);
+    }
+    if req.leaves.iter().any(|l| *l as usize >= crate::merkle::LEAVES) {
+        return Err(LeafDiffError::Malformed);
+    }
+    let leaves: BTreeSet<u32> = req.leaves.iter().copied().collect();
+    let mut mine: std::collections::HashMap<u32, Vec<(Bytes, u32)>> = Default::default();
+    for (leaf, key, version) in kv.storage().leaf_entries(ShardId(req.shard), &leaves)? {
+        let fp = fingerprint(req.nonce, &key, version);
+        mine.entry(leaf).or_default().push((key, fp));
+    }
+    let (mut want, mut newer) = (Vec::new(), Vec::new());
+    let mut offset = 0usize;
+    for (leaf, count) in req.leaves.iter().zip(&req.counts) {
+        let theirs = &req.fingerprints[offset..offset + *count as usize];
+        let my = mine.remove(leaf).unwrap_or_default();
+        let my_fps: Vec<u32> = my.iter().map(|(_, f)| *f).collect();
+        let p = plan(&my_fps, theirs);
+        want.extend(p.request.into_iter().map(|i| i + offset));
+        if req.mode.pulls() {
+            newer.extend(p.send.into_iter().map(|i| my[i].0.clone()));
+        }
+        offset += *count as usize;
+    }
+    let want = if req.mode.pushes() { to_bitmap(&want, req.fingerprints.len()) } else { Vec::new() };
+    Ok(LeafDiffReply { want, newer })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeafDiffError {
+    #[error("leaf listing is malformed: leaves, counts and fingerprints do not line up")]
+    Malformed,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }

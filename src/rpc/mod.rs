@@ -108,7 +108,9 @@ impl SyncMode {
     }
 }
 
-/// `POST /internal/tree`: digests of one level of a shard's Merkle tree.
+/// `POST /internal/tree`: digests (first 16 bytes) of part of a shard's
+/// Merkle tree: level 0 (root), 1 (inner nodes) or 2 (leaves); with
+/// `children`, `indices` name inner nodes and every leaf under each is sent.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct TreeRequest {
     pub shard: u32,
@@ -116,29 +118,36 @@ pub struct TreeRequest {
     pub shards: u32,
     pub level: u8,
     pub indices: Vec<u32>,
+    pub children: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct TreeReply {
-    pub digests: Vec<[u8; 32]>,
+    pub digests: Vec<[u8; 16]>,
+    /// Records in the shard (values and tombstones): where a ring run starts.
+    pub records: u64,
 }
 
-/// `POST /internal/leaves`: my (tag, version) listing of some leaves; the
-/// receiver compares it with its own and says what each side must send.
+/// `POST /internal/leaves`: fingerprints of my records in some leaves; the
+/// receiver compares them with its own and says what each side must send.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct LeafDiff {
     pub shard: u32,
     pub shards: u32,
     pub mode: SyncMode,
+    /// Keys the fingerprints; fresh for every request.
+    pub nonce: u64,
     pub leaves: Vec<u32>,
-    pub entries: Vec<crate::merkle::diff::Entry>,
+    /// How many fingerprints belong to each leaf, in `leaves` order.
+    pub counts: Vec<u32>,
+    pub fingerprints: Vec<u32>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct LeafDiffReply {
-    /// Tags of keys the receiver lacks or holds older (the sender pushes them).
-    pub want: Vec<crate::merkle::KeyTag>,
-    /// Keys the receiver holds newer or the sender lacks (the sender pulls them).
+    /// Bitmap over the request's fingerprints: records the receiver lacks (pushed to it).
+    pub want: Vec<u8>,
+    /// Keys of records the receiver holds and the sender lacks (pulled from it).
     pub newer: Vec<Bytes>,
 }
 

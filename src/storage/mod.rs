@@ -116,7 +116,7 @@ pub trait Storage: Send + Sync + 'static {
             let Some((last, _)) = page.last() else { return Ok(out) };
             after = Some(last.clone());
             for (key, head) in page {
-                let (leaf, _) = crate::merkle::locate(&key);
+                let leaf = crate::merkle::leaf_of(&key);
                 if leaves.contains(&leaf) {
                     out.push((leaf, key, head.version));
                 }

@@ -3,6 +3,11 @@
 //! goes into per-worker HDR histograms merged at the end. The `noop` workload
 //! (`GET /health`) measures the ceiling of server + HTTP + this client on the
 //! same machine, so the other workloads can be reported as a ratio of it.
+//! Scenarios that start their own nodes: [`cluster`] (replication cost) and
+//! [`repair`] (anti-entropy cost).
+
+pub mod cluster;
+pub mod repair;
 
 use crate::client::Client;
 use bytes::Bytes;
@@ -27,6 +32,8 @@ pub enum Workload {
 
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
+    /// Keys are `<prefix>/<n>`; `bench` unless a scenario needs a separate key space.
+    pub prefix: String,
     pub concurrency: usize,
     pub keys: u64,
     pub value_size: usize,
@@ -60,6 +67,39 @@ impl PhaseResult {
 
 pub fn bench_key(i: u64) -> Vec<u8> {
     format!("bench/{i:010}").into_bytes()
+}
+
+/// PUTs keys `range` (untimed) through `clients` with `query` (e.g. `w=all`).
+pub async fn load(
+    clients: &[Client],
+    range: std::ops::Range<u64>,
+    value_size: usize,
+    query: &str,
+    concurrency: usize,
+) -> Result<(), BenchError> {
+    let next = Arc::new(AtomicU64::new(range.start));
+    let value = Bytes::from(vec![b'v'; value_size]);
+    let mut tasks = Vec::new();
+    for w in 0..concurrency.max(1) {
+        let (client, next, value, end, query) =
+            (clients[w % clients.len()].clone(), next.clone(), value.clone(), range.end, query.to_string());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    return Ok::<(), BenchError>(());
+                }
+                let resp = client.put(&bench_key(i), value.clone(), &query).await?;
+                if !resp.status.is_success() {
+                    return Err(BenchError::Failed(format!("load PUT failed: {} {}", resp.status, resp.error_message())));
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| BenchError::Failed(e.to_string()))??;
+    }
+    Ok(())
 }
 
 /// PUTs every key once (untimed), so GET workloads read real values.
@@ -110,7 +150,7 @@ pub async fn run_phase(clients: &[Client], cfg: &BenchConfig, workload: Workload
                 if done {
                     break;
                 }
-                let key = bench_key(rng.gen_range(0..cfg.keys.max(1)));
+                let key = format!("{}/{:010}", cfg.prefix, rng.gen_range(0..cfg.keys.max(1))).into_bytes();
                 let read = match workload {
                     Workload::Get => true,
                     Workload::Mixed => rng.gen_range(0..100) < cfg.read_percent,
@@ -176,6 +216,34 @@ pub async fn wait_quiet(clients: &[Client]) {
         }
         last = now;
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Waits (up to 20 s) until every node answers /ready.
+pub async fn wait_ready(clients: &[Client]) -> Result<(), BenchError> {
+    for c in clients {
+        let mut ready = false;
+        for _ in 0..400 {
+            if c.get_path("/ready").await.is_ok_and(|r| r.status.is_success()) {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !ready {
+            return Err(BenchError::Failed(format!("{} did not become ready", c.base())));
+        }
+    }
+    Ok(())
 }
 
 /// A table of phases with each throughput as a ratio of the `noop` phase.
