@@ -96,6 +96,12 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// GET an admin or status path (e.g. /admin/shards) and print its JSON.
+    Admin {
+        #[command(flatten)]
+        target: Target,
+        path: String,
+    },
     /// Exit 0 if the node answers /health (for container health checks).
     Health {
         #[command(flatten)]
@@ -275,6 +281,10 @@ async fn run(command: Command) -> Result<()> {
         Command::Bench(args) => run_bench(args).await,
         Command::Repair { target, shard, mode, wait } => repair(&target, shard, &mode, wait).await,
         Command::Status { target } => status(&target).await,
+        Command::Admin { target, path } => {
+            println!("{}", serde_json::to_string_pretty(&admin_json(&client(&target)?, &path).await?)?);
+            Ok(())
+        }
         Command::Migrate { data_dir } => {
             let db = sled::Config::new().path(&data_dir).open().with_context(|| format!("opening {}", data_dir.display()))?;
             let report = migrations::run(&db)?;

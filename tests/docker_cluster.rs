@@ -1,0 +1,283 @@
+//! Fault tests across real containers: the compose file's three nodes, built
+//! from the scratch image, driven from the host over their published
+//! loopback ports and with `docker` commands. Each test uses its own compose
+//! project and ports and removes its containers, network and volumes even
+//! when it fails. Needs `docker/build.sh` to have built `hearsay:latest`;
+//! `.ci/run` does that and runs these with `--features docker-tests`.
+
+use hearsay::client::Client;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "docker-test-admin-token";
+const SECRET: &str = "docker-test-cluster-secret-0123456789";
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// `docker compose` (plugin) where present, else `docker-compose` (v1).
+fn compose_cmd() -> Vec<String> {
+    let plugin = Command::new("docker").args(["compose", "version"]).output().is_ok_and(|o| o.status.success());
+    if plugin {
+        vec!["docker".into(), "compose".into()]
+    } else {
+        vec!["docker-compose".into()]
+    }
+}
+
+/// One compose project: three nodes on fresh loopback ports.
+struct Cluster {
+    project: String,
+    ports: [u16; 3],
+    compose: Vec<String>,
+}
+
+impl Cluster {
+    async fn up() -> Cluster {
+        let ports = {
+            let l: Vec<std::net::TcpListener> = (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+            [0, 1, 2].map(|i| l[i].local_addr().unwrap().port())
+        };
+        let project = format!("hstest{}x{}", std::process::id(), ports[0]);
+        let c = Cluster { project, ports, compose: compose_cmd() };
+        let started = Instant::now();
+        run(&mut c.cmd(&["up", "-d", "--no-build"]));
+        c.wait_ready(Duration::from_secs(60)).await;
+        eprintln!("[{}] docker compose up -> all three ready in {:.2} s", c.project, started.elapsed().as_secs_f64());
+        c
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.compose[0]);
+        cmd.args(&self.compose[1..])
+            .args(["-p", &self.project, "-f", concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml")])
+            .args(args);
+        cmd.env("HEARSAY_CLUSTER_SECRET", SECRET).env("HEARSAY_ADMIN_TOKEN", TOKEN).env("HEARSAY_SYNC", "always");
+        for (i, p) in self.ports.iter().enumerate() {
+            cmd.env(format!("HEARSAY_PORT{}", i + 1), p.to_string());
+        }
+        cmd
+    }
+
+    fn client(&self, i: usize) -> Client {
+        Client::new(&format!("http://127.0.0.1:{}", self.ports[i]))
+            .unwrap()
+            .with_token(Some(TOKEN.into()))
+            .with_timeout(Duration::from_secs(15))
+    }
+
+    fn container(&self, i: usize) -> String {
+        let out = run(&mut self.cmd(&["ps", "-q", &format!("node{}", i + 1)]));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn network(&self) -> String {
+        format!("{}_hearsay", self.project)
+    }
+
+    async fn wait_ready(&self, limit: Duration) {
+        let end = Instant::now() + limit;
+        for i in 0..3 {
+            let c = self.client(i);
+            loop {
+                if c.get_path("/ready").await.is_ok_and(|r| r.status == 200) {
+                    break;
+                }
+                assert!(Instant::now() < end, "node{} not ready within {limit:?}", i + 1);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Runs the image's own client inside a node's container (works while
+    /// the container is cut off from the host's view of the network).
+    fn exec(&self, i: usize, args: &[&str]) -> Output {
+        let c = self.container(i);
+        let mut cmd = Command::new("docker");
+        cmd.args(["exec", &c, "/hearsay"]).args(args).args(["--node", "http://127.0.0.1:7000"]);
+        cmd.output().unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["down", "-v", "--remove-orphans", "-t", "5"]).output();
+    }
+}
+
+async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {limit:?}: {what}");
+}
+
+async fn mail_pending(c: &Client) -> u64 {
+    let m = c.get_path("/admin/mail").await.map(|r| r.json()).unwrap_or(Value::Null);
+    m["peers"].as_array().map_or(u64::MAX, |p| p.iter().map(|x| x["pending_records"].as_u64().unwrap_or(0)).sum())
+}
+
+async fn roots(c: &Client) -> BTreeMap<u64, String> {
+    let s = c.get_path("/admin/shards").await.unwrap().json();
+    s["shards"].as_array().unwrap().iter().map(|x| (x["id"].as_u64().unwrap(), x["root"].as_str().unwrap().to_string())).collect()
+}
+
+async fn repair_once(c: &Client) -> Value {
+    let r = c.send(hyper::Method::POST, "/admin/anti-entropy", &[], "{}".into()).await.unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["run_id"].as_str().unwrap().to_string();
+    let mut done = Value::Null;
+    wait_for("the anti-entropy run to finish", Duration::from_secs(120), async || {
+        let st = c.get_path("/admin/anti-entropy").await.unwrap().json();
+        match st["history"].as_array().and_then(|h| h.iter().find(|x| x["id"] == id.as_str())) {
+            Some(run) => {
+                done = run.clone();
+                true
+            }
+            None => false,
+        }
+    })
+    .await;
+    done
+}
+
+fn docker(args: &[&str]) -> Output {
+    run(Command::new("docker").args(args))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_every_node_are_readable_from_every_node() {
+    let cluster = Cluster::up().await;
+    let cs: Vec<Client> = (0..3).map(|i| cluster.client(i)).collect();
+    let mut tasks = Vec::new();
+    for w in 0..16usize {
+        let c = cs[w % 3].clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..5000).step_by(16) {
+                let r = c.put(format!("d1/{i}").as_bytes(), format!("v{i}"), "w=quorum").await.unwrap();
+                assert!(r.status.is_success(), "{} {}", r.status, r.text());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for c in &cs {
+        for i in 0..5000 {
+            let r = c.get(format!("d1/{i}").as_bytes(), "r=quorum").await.unwrap();
+            assert_eq!((r.status.as_u16(), r.text()), (200, format!("v{i}")), "key d1/{i} from {}", c.base());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_catches_up_from_mail_and_one_repair() {
+    let cluster = Cluster::up().await;
+    let cs: Vec<Client> = (0..3).map(|i| cluster.client(i)).collect();
+    for i in 0..200 {
+        assert!(cs[0].put(format!("d2/before/{i}").as_bytes(), "v", "w=all").await.unwrap().status.is_success());
+    }
+    let node2 = cluster.container(1);
+    docker(&["kill", &node2]);
+    let recovery = Instant::now();
+    let mut acked = Vec::new();
+    for i in 0..600 {
+        let level = if i % 2 == 0 { "w=quorum" } else { "w=one" };
+        let c = &cs[if i % 2 == 0 { 0 } else { 2 }];
+        let r = c.put(format!("d2/during/{i}").as_bytes(), format!("v{i}"), level).await.unwrap();
+        if r.status.is_success() {
+            acked.push((format!("d2/during/{i}"), format!("v{i}")));
+        }
+    }
+    assert_eq!(acked.len(), 600, "writes with a node down must succeed at quorum and one");
+    docker(&["start", &node2]);
+    let restarted = Instant::now();
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    for c in [&cs[0], &cs[2]] {
+        wait_for("the retry buffers drain to node2", Duration::from_secs(60), async || mail_pending(c).await == 0).await;
+    }
+    let run = repair_once(&cs[0]).await;
+    assert_eq!(run["outcome"], "completed", "{run}");
+    for (k, v) in &acked {
+        let r = cs[1].get(k.as_bytes(), "r=one").await.unwrap();
+        assert_eq!((r.status.as_u16(), r.text()), (200, v.clone()), "{k} on the restarted node");
+    }
+    let r0 = roots(&cs[0]).await;
+    assert_eq!(roots(&cs[1]).await, r0);
+    assert_eq!(roots(&cs[2]).await, r0);
+    eprintln!(
+        "[{}] recovery of a killed node: {:.2} s from restart (and {:.2} s from the kill, 600 writes included) to verified equal roots",
+        cluster.project,
+        restarted.elapsed().as_secs_f64(),
+        recovery.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_converges_to_the_newest_versions() {
+    let cluster = Cluster::up().await;
+    let cs: Vec<Client> = (0..3).map(|i| cluster.client(i)).collect();
+    let node3 = cluster.container(2);
+    docker(&["network", "disconnect", &cluster.network(), &node3]);
+    // The majority side writes keys 0..20; the cut-off node writes 10..30,
+    // so keys 10..20 are written on both sides.
+    let mut versions: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for i in 0..20 {
+        let key = format!("d3/{i}");
+        let r = cs[0].put(key.as_bytes(), format!("majority-{i}"), "w=quorum").await.unwrap();
+        assert!(r.status.is_success(), "{}", r.text());
+        versions.entry(key).or_default().push((r.header("x-hearsay-version").unwrap().to_string(), format!("majority-{i}")));
+    }
+    for i in 10..30 {
+        let key = format!("d3/{i}");
+        let out = cluster.exec(2, &["put", &key, &format!("minority-{i}"), "--query", "w=one"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        versions.entry(key).or_default().push((version, format!("minority-{i}")));
+    }
+    docker(&["network", "connect", "--alias", "node3", &cluster.network(), &node3]);
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    for c in &cs {
+        wait_for("mail drains after the partition heals", Duration::from_secs(60), async || mail_pending(c).await == 0).await;
+    }
+    let run = repair_once(&cs[0]).await;
+    assert_eq!(run["outcome"], "completed", "{run}");
+    for (key, writes) in &versions {
+        let (newest_version, newest_value) = writes.iter().max().unwrap();
+        for c in &cs {
+            let r = c.get(key.as_bytes(), "r=one").await.unwrap();
+            assert_eq!(r.header("x-hearsay-version"), Some(newest_version.as_str()), "{key} on {}", c.base());
+            assert_eq!(&r.text(), newest_value);
+        }
+    }
+    let r0 = roots(&cs[0]).await;
+    assert_eq!(roots(&cs[1]).await, r0);
+    assert_eq!(roots(&cs[2]).await, r0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_every_node_loses_nothing_written_with_sync_always() {
+    let cluster = Cluster::up().await;
+    let cs: Vec<Client> = (0..3).map(|i| cluster.client(i)).collect();
+    for i in 0..1000 {
+        let r = cs[i % 3].put(format!("d4/{i}").as_bytes(), format!("v{i}"), "w=all").await.unwrap();
+        assert!(r.status.is_success(), "{}", r.text());
+    }
+    run(&mut cluster.cmd(&["restart", "-t", "10"]));
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    for c in &cs {
+        for i in 0..1000 {
+            let r = c.get(format!("d4/{i}").as_bytes(), "r=one").await.unwrap();
+            assert_eq!((r.status.as_u16(), r.text()), (200, format!("v{i}")), "d4/{i} on {} after restart", c.base());
+        }
+    }
+}
