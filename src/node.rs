@@ -115,7 +115,7 @@ pub async fn run_with_storage(
         crate::repair::AntiEntropy::open(repl.clone(), initial).map_err(|source| NodeError::Storage { dir: dir.clone(), source })?,
     );
     workers.push(tokio::spawn(ae.clone().scheduler(stopped())));
-    let state = AppState {
+    let state = AppState::new(crate::api::Shared {
         repl: repl.clone(),
         ae: ae.clone(),
         admin_token: config.admin_token.as_deref().map(Arc::from),
@@ -124,7 +124,7 @@ pub async fn run_with_storage(
         max_value_bytes: config.max_value_bytes,
         max_internal_bytes: (config.max_value_bytes * 2).max(8 << 20),
         mac,
-    };
+    });
     tracing::info!(node = %config.node_id, addr = ?listener.local_addr().ok(), data_dir = %dir, shards = storage.shard_count(), sync = ?config.sync, "serving");
     let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await;
 

@@ -19,6 +19,19 @@ async fn value_on(c: &Client, key: &str) -> Option<String> {
     (r.status == StatusCode::OK).then(|| r.text())
 }
 
+/// Waits until `c` serves every (key, value) with r=one.
+async fn wait_holds_all(what: &str, c: &Client, acked: &[(String, String)]) {
+    wait_until(what, Duration::from_secs(30), || async move {
+        for (k, v) in acked {
+            if value_on(c, k).await.as_deref() != Some(v.as_str()) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistency_levels_make_writes_visible() {
     let cluster = TestCluster::start(3, opts()).await;
@@ -67,18 +80,7 @@ async fn a_downed_replica_gets_every_buffered_write_back() {
 
     cluster.node(2).start_again().await;
     let c2 = cluster.client(2);
-    wait_until("n3 holds every acknowledged write", Duration::from_secs(30), || {
-        let (c2, acked) = (c2.clone(), acked.clone());
-        async move {
-            for (k, v) in &acked {
-                if value_on(&c2, k).await.as_deref() != Some(v.as_str()) {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
+    wait_holds_all("n3 holds every acknowledged write", &c2, &acked).await;
     for n in [0, 1] {
         let m = mail_for(&cluster.client(n), "n3").await;
         assert_eq!(m["pending_records"], 0, "{m}");
@@ -103,18 +105,7 @@ async fn the_retry_buffer_survives_a_restart_of_the_sender() {
     assert_eq!(mail_for(&cluster.client(0), "n3").await["pending_records"], 100, "buffer lost in restart");
     cluster.node(2).start_again().await;
     let c2 = cluster.client(2);
-    wait_until("n3 holds every write n1 buffered before its restart", Duration::from_secs(30), || {
-        let (c2, acked) = (c2.clone(), acked.clone());
-        async move {
-            for (k, v) in &acked {
-                if value_on(&c2, k).await.as_deref() != Some(v.as_str()) {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
+    wait_holds_all("n3 holds every write n1 buffered before its restart", &c2, &acked).await;
     assert_eq!(mail_for(&cluster.client(0), "n3").await["pending_records"], 0);
 }
 

@@ -23,9 +23,25 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What every handler can reach.
+/// What every handler can reach: one `Arc`, so the clones axum makes per
+/// request (each extractor, each layer) cost a reference count, not an allocation.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub repl: Arc<Replication>,
     pub ae: Arc<crate::repair::AntiEntropy>,
     /// When set, `/admin/...` needs `Authorization: Bearer <token>`.

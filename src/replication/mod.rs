@@ -165,8 +165,16 @@ impl Replication {
             created = Some(matches!(outcome, Applied::Stored { previous } if previous.is_none_or(|p| p.tombstone)));
             acked += 1;
         }
-        let (tx, mut rx) = mpsc::channel::<Option<bool>>(replicas.len().max(1));
-        for peer in replicas.iter().filter(|r| **r != self.me) {
+        let remotes: Vec<&NodeId> = replicas.iter().filter(|r| **r != self.me).collect();
+        if remotes.is_empty() {
+            // Nothing to send or wait for (a single node, or RF=1 here).
+            if acked < required {
+                return Err(ReplicationError::NotEnoughReplicas { acked, required, replicas: replicas.len() });
+            }
+            return Ok(WriteOutcome { version: record.version, created: created.unwrap_or(true) });
+        }
+        let (tx, mut rx) = mpsc::channel::<Option<bool>>(remotes.len());
+        for peer in remotes {
             // A peer with undelivered mail is failing or catching up: queue
             // behind that mail (in write order) instead of racing it.
             if self.mailbox.pending(peer.name()) > 0 {
@@ -180,6 +188,9 @@ impl Replication {
             });
         }
         drop(tx);
+        if acked >= required {
+            return Ok(WriteOutcome { version: record.version, created: created.unwrap_or(true) });
+        }
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
         while acked < required {
