@@ -299,3 +299,26 @@ async fn a_down_replica_is_skipped_and_its_shards_stay_dirty() {
     let metrics = c0.get_path("/metrics").await.unwrap().text();
     assert!(metrics.contains("hearsay_anti_entropy_runs_total 1"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_pull_and_push_pull_move_records_the_way_they_say() {
+    let cluster = TestCluster::start(2, NodeOpts { rf: 2, ..opts() }).await;
+    let (a, b) = (cluster.client(0), cluster.client(1));
+    let only = |c: &str, n: u32| (0..n).map(|i| (format!("mode/{c}/{i}").into_bytes(), 700, Some(vec![3u8; 16]))).collect::<Vec<_>>();
+    plant(&a, only("a1", 30)).await;
+    plant(&b, only("b1", 30)).await;
+    // push from a: b gains a's keys, a gains nothing.
+    repair(&a, json!({ "mode": "push" })).await;
+    assert_eq!((local_keys(&a).await, local_keys(&b).await), (30, 60));
+    // pull from a: a gains b's keys.
+    repair(&a, json!({ "mode": "pull" })).await;
+    assert_eq!((local_keys(&a).await, local_keys(&b).await), (60, 60));
+    assert!(all_roots_equal(&[a.clone(), b.clone()]).await);
+    // push-pull: both directions in one exchange.
+    plant(&a, only("a2", 10)).await;
+    plant(&b, only("b2", 10)).await;
+    let run = repair(&a, json!({ "mode": "push-pull" })).await;
+    assert_eq!(run["keys_sent"].as_u64(), Some(20), "{run}");
+    assert_eq!((local_keys(&a).await, local_keys(&b).await), (80, 80));
+    assert!(all_roots_equal(&[a, b]).await);
+}

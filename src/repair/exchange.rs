@@ -18,6 +18,9 @@ use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+/// Differing leaves listed per shard scan: bounds the initiator's memory to
+/// the records of 1/16 of a shard, for at most 16 scans per exchange.
+const LEAVES_PER_SCAN: usize = 64;
 /// Most fingerprints in one leaf listing request.
 const ENTRIES_PER_BATCH: usize = 20_000;
 /// Most records in one push or fetch.
@@ -85,24 +88,29 @@ impl Exchange<'_> {
         if diverged.is_empty() {
             return Ok(report);
         }
-        // My records in the differing leaves, sent in bounded batches of leaves.
-        let mine = self.kv.storage().leaf_entries(self.shard, &diverged)?;
-        let mut by_leaf: std::collections::BTreeMap<u32, Vec<(Bytes, Version)>> = Default::default();
-        for (leaf, key, version) in mine {
-            by_leaf.entry(leaf).or_default().push((key, version));
-        }
-        let mut batch_leaves: Vec<(u32, u32)> = Vec::new();
-        let mut batch: Vec<(Bytes, Version)> = Vec::new();
-        for leaf in &diverged {
-            let records = by_leaf.remove(leaf).unwrap_or_default();
-            if !batch_leaves.is_empty() && batch.len() + records.len() > ENTRIES_PER_BATCH {
-                self.settle(mode, std::mem::take(&mut batch_leaves), std::mem::take(&mut batch), &mut report).await?;
+        // My records in the differing leaves, a chunk of leaves at a time (one
+        // shard scan each), sent in bounded batches: memory holds at most the
+        // records of one chunk, whatever the shard's size.
+        let diverged: Vec<u32> = diverged.into_iter().collect();
+        for chunk in diverged.chunks(LEAVES_PER_SCAN) {
+            let chunk_set: BTreeSet<u32> = chunk.iter().copied().collect();
+            let mut by_leaf: std::collections::BTreeMap<u32, Vec<(Bytes, Version)>> = Default::default();
+            for (leaf, key, version) in self.kv.storage().leaf_entries(self.shard, &chunk_set)? {
+                by_leaf.entry(leaf).or_default().push((key, version));
             }
-            batch_leaves.push((*leaf, records.len() as u32));
-            batch.extend(records);
-        }
-        if !batch_leaves.is_empty() {
-            self.settle(mode, batch_leaves, batch, &mut report).await?;
+            let mut batch_leaves: Vec<(u32, u32)> = Vec::new();
+            let mut batch: Vec<(Bytes, Version)> = Vec::new();
+            for leaf in chunk {
+                let records = by_leaf.remove(leaf).unwrap_or_default();
+                if !batch_leaves.is_empty() && batch.len() + records.len() > ENTRIES_PER_BATCH {
+                    self.settle(mode, std::mem::take(&mut batch_leaves), std::mem::take(&mut batch), &mut report).await?;
+                }
+                batch_leaves.push((*leaf, records.len() as u32));
+                batch.extend(records);
+            }
+            if !batch_leaves.is_empty() {
+                self.settle(mode, batch_leaves, batch, &mut report).await?;
+            }
         }
         Ok(report)
     }
