@@ -322,3 +322,22 @@ async fn push_pull_and_push_pull_move_records_the_way_they_say() {
     assert_eq!((local_keys(&a).await, local_keys(&b).await), (80, 80));
     assert!(all_roots_equal(&[a, b]).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_during_a_schedule_change_adopts_it_when_back() {
+    let mut cluster = TestCluster::start(3, opts()).await;
+    cluster.node(2).stop().await;
+    let r = cluster
+        .client(0)
+        .send(Method::PUT, "/admin/anti-entropy/schedule", &[], r#"{"enabled":true,"interval_secs":900}"#.into())
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    cluster.node(2).start_again().await;
+    let c2 = cluster.client(2);
+    wait_until("the returning node adopts the newer schedule", Duration::from_secs(15), || {
+        let c2 = c2.clone();
+        async move { c2.get_path("/admin/anti-entropy").await.unwrap().json()["schedule"]["interval_secs"] == 900 }
+    })
+    .await;
+}

@@ -65,6 +65,8 @@ pub async fn hello(State(st): State<AppState>, uri: Uri, headers: HeaderMap, bod
         .learn(&hello.node, &hello.addr, hello.shards)
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "join_refused", e.to_string()))?;
     st.repl.ensure_carrier(&hello.node);
+    // A node saying hello may have been down when settings last changed.
+    st.ae.announce_schedule();
     Ok(reply(&membership.hello_reply()))
 }
 

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 const HISTORY_TREE: &str = "ae/history";
 const HISTORY_MAX: usize = 50;
 const META_SCHEDULE: &str = "ae_schedule";
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -256,28 +257,45 @@ impl AntiEntropy {
         })?;
         let schedule = Schedule { enabled, interval_secs, stamp: stamp.hlc };
         self.adopt_schedule(schedule)?;
-        let update = ScheduleUpdate { enabled, interval_secs, stamp: stamp.hlc };
+        self.announce_schedule();
+        Ok(schedule)
+    }
+
+    /// Sends the current schedule (if one was ever set) to every member;
+    /// they keep it only if it is newer than theirs.
+    pub fn announce_schedule(&self) {
+        let s = self.schedule();
+        if s.stamp == 0 {
+            return;
+        }
+        let update = ScheduleUpdate { enabled: s.enabled, interval_secs: s.interval_secs, stamp: s.stamp };
         for m in self.repl.membership.members().into_iter().filter(|m| m.id != self.repl.me().name()) {
             let peers = self.repl.peers.clone();
             let update = update.clone();
             self.repl.spawn(async move {
                 if let Err(e) = peers.call::<_, ()>((&m.id, &m.addr), PATH_SETTINGS, &update, Duration::from_secs(5)).await {
-                    tracing::warn!(peer = %m.id, error = %e, "pushing the anti-entropy schedule failed");
+                    tracing::debug!(peer = %m.id, error = %e, "announcing the anti-entropy schedule failed");
                 }
             });
         }
-        Ok(schedule)
     }
 
-    /// Worker: starts a ring run every `interval_secs` (±10% jitter) while enabled.
+    /// Worker: starts a ring run every `interval_secs` (±10% jitter) while
+    /// enabled, and re-announces the schedule every 30 s so a member that was
+    /// down when it changed still converges to it (newest stamp wins).
     pub async fn scheduler(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
+        let mut next_run = self.next_run();
         loop {
-            let s = self.schedule();
-            let secs = s.interval_secs as f64 * rand::thread_rng().gen_range(0.9..1.1);
             let changed = self.schedule_changed.notified();
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs_f64(secs)) => {
+                _ = announce.tick() => {
+                    self.announce_schedule();
+                    continue;
+                }
+                _ = tokio::time::sleep_until(next_run) => {
+                    next_run = self.next_run();
                     if self.schedule().enabled {
                         match self.start(None, RunMode::Ring) {
                             Ok(id) => tracing::info!(run = %id, "scheduled anti-entropy run"),
@@ -285,9 +303,14 @@ impl AntiEntropy {
                         }
                     }
                 }
-                _ = changed => {}
+                _ = changed => next_run = self.next_run(),
                 _ = &mut shutdown => return,
             }
         }
+    }
+
+    fn next_run(&self) -> tokio::time::Instant {
+        let secs = self.schedule().interval_secs as f64 * rand::thread_rng().gen_range(0.9..1.1);
+        tokio::time::Instant::now() + Duration::from_secs_f64(secs)
     }
 }
