@@ -156,6 +156,15 @@ proptest! {
 }
 
 #[test]
+fn a_data_dir_in_use_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SledOptions { path: dir.path().join("db"), shards: Some(SHARDS), cache_bytes: 8 << 20 };
+    let _held = SledStorage::open(&opts).unwrap();
+    let err = SledStorage::open(&opts).err().expect("a second open of a held dir must fail");
+    assert!(err.to_string().contains("in use by another process"), "{err}");
+}
+
+#[test]
 fn concurrent_applies_of_one_key_end_at_the_max_version() {
     let dir = tempfile::tempdir().unwrap();
     let sled = SledStorage::open(&SledOptions { path: dir.path().join("db"), shards: Some(SHARDS), cache_bytes: 8 << 20 }).unwrap();

@@ -30,6 +30,8 @@ pub enum StorageError {
     Migration(#[from] migrations::MigrationError),
     #[error("flushing to disk failed; the write is applied but not known to be durable")]
     FlushFailed,
+    #[error("data dir {dir} is in use by another process (its lock was not released within 5 s)")]
+    Locked { dir: String },
     #[error("shard {shard} does not exist (the store has {shards} shards)")]
     NoSuchShard { shard: u32, shards: u32 },
 }

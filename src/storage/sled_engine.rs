@@ -36,6 +36,29 @@ pub struct SledStorage {
     trees: crate::merkle::Trees,
 }
 
+/// How long `open` waits for a data dir's lock before giving up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens sled, waiting out a lock that a just-closed handle in this process
+/// still holds: sled's background threads release it shortly after the
+/// last handle is dropped. Another process holding it gets a clear error.
+fn open_db(opts: &SledOptions) -> Result<sled::Db, StorageError> {
+    let start = std::time::Instant::now();
+    loop {
+        let config = sled::Config::new().path(&opts.path).cache_capacity(opts.cache_bytes).mode(sled::Mode::HighThroughput);
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                if start.elapsed() >= LOCK_WAIT {
+                    return Err(StorageError::Locked { dir: opts.path.display().to_string() });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 pub fn shard_tree_name(shard: u32) -> String {
     format!("shard/{shard:05}")
 }
@@ -49,7 +72,7 @@ impl SledStorage {
                 return Err(StorageError::BadShardCount(s));
             }
         }
-        let db = sled::Config::new().path(&opts.path).cache_capacity(opts.cache_bytes).mode(sled::Mode::HighThroughput).open()?;
+        let db = open_db(opts)?;
         migrations::run(&db)?;
         let meta = db.open_tree(migrations::META_TREE)?;
         let shards = match meta.get(META_SHARDS)? {
