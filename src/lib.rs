@@ -4,14 +4,20 @@
 //! - [`types`]     keys, versions, records, node ids, shards, consistency levels
 //! - [`clock`]     injectable wall clock and the hybrid logical clock
 //! - [`storage`]   the `Storage` trait, sled and memory engines, record codec, group commit
-//! - [`kv`]        the node's read/write path for keys (stamp, apply, durability, list)
-//! - [`api`]       public and admin HTTP routes, JSON errors, request metrics
+//! - [`merkle`]    per-shard Merkle trees (kept by the engines) and the pure diff
+//! - [`kv`]        the node's local read/write path for keys (stamp, apply, durability, list)
+//! - [`placement`] which members replicate a shard, in ring order (pure)
+//! - [`membership`] the static member view learned from seeds
+//! - [`rpc`]       peer messages, their codec, request MACs, the peer client
+//! - [`replication`] the coordinator: direct mail, w/r levels, read repair, retry buffer
+//! - [`repair`]    anti-entropy: Merkle exchange, closed-loop ring runs, schedule
+//! - [`api`]       public, admin and internal HTTP routes, JSON errors, request metrics
 //! - [`metrics`]   the Prometheus registry and metric families
 //! - [`config`]    a node's settings
 //! - [`node`]      wiring and running one node until shutdown
 //! - [`client`]    HTTP client for the API (CLI, bench, tests)
 //! - [`process`]   launching `hearsay serve` child processes
-//! - [`bench`]     the load generator behind `hearsay bench`
+//! - [`bench`]     the load generator and scenarios behind `hearsay bench`
 
 pub mod api;
 pub mod bench;
