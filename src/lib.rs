@@ -17,7 +17,7 @@
 //! - [`node`]      wiring and running one node until shutdown
 //! - [`client`]    HTTP client for the API (CLI, bench, tests)
 //! - [`process`]   launching `hearsay serve` child processes
-//! - [`bench`]     the load generator and scenarios behind `hearsay bench`
+//! - [`bench`](mod@bench) the load generator and scenarios behind `hearsay bench`
 
 pub mod api;
 pub mod bench;

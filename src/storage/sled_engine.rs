@@ -1,5 +1,5 @@
 //! The sled engine: one `sled::Db` per node; trees `meta` and `shard/NNNNN`
-//! (key → [`codec`](super::codec) record). Per-key atomicity comes from
+//! (key → [`super::codec`] record). Per-key atomicity comes from
 //! sled's compare-and-swap; shard counts live in memory, rebuilt at open.
 
 use super::{
