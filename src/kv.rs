@@ -50,8 +50,7 @@ impl KvService {
     /// Applies one record locally; once it is stored, waits until it is
     /// durable under `--sync=always`.
     pub async fn apply(&self, key: &Key, record: &Record, pre: Precondition) -> Result<Applied, KvError> {
-        let shard = shard_of(key.as_bytes(), self.storage.shard_count());
-        let outcome = self.storage.apply(shard, key.as_bytes(), record, pre)?;
+        let outcome = self.apply_one(key, record, pre)?;
         if let Applied::PreconditionFailed { current } = outcome {
             return Err(KvError::PreconditionFailed { current: current.filter(|r| !r.tombstone).map(|r| r.version) });
         }
@@ -66,16 +65,22 @@ impl KvService {
         let mut applied = 0;
         let mut created = Vec::with_capacity(records.len());
         for (key, record) in records {
-            self.hlc.observe(record.version.hlc)?;
-            let shard = shard_of(key.as_bytes(), self.storage.shard_count());
-            let outcome = self.storage.apply(shard, key.as_bytes(), record, Precondition::None)?;
+            let outcome = self.apply_one(key, record, Precondition::None)?;
             applied += u32::from(matches!(outcome, Applied::Stored { .. }));
-            created.push(matches!(outcome, Applied::Stored { previous } if previous.is_none_or(|p| p.tombstone) && !record.is_tombstone()));
+            created.push(outcome.created_live(record));
         }
         if applied > 0 {
             self.wait_durable().await?;
         }
         Ok((applied, created))
+    }
+
+    /// Every local apply goes through here: the clock moves past each version
+    /// the node applies (its own stamps change nothing), then storage decides.
+    fn apply_one(&self, key: &Key, record: &Record, pre: Precondition) -> Result<Applied, StorageError> {
+        self.hlc.observe(record.version.hlc)?;
+        let shard = shard_of(key.as_bytes(), self.storage.shard_count());
+        self.storage.apply(shard, key.as_bytes(), record, pre)
     }
 
     async fn wait_durable(&self) -> Result<(), KvError> {

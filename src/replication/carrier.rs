@@ -3,7 +3,6 @@
 //! the peer does not answer.
 
 use super::Replication;
-use crate::rpc::{ApplyBatch, ApplyReply, WireRecord, PATH_APPLY};
 use rand::Rng;
 use std::future::Future;
 use std::sync::Arc;
@@ -61,17 +60,14 @@ impl Carrier {
         if letters.is_empty() {
             return Ok(());
         }
-        let addr = self.repl.membership.addr_of(&self.peer).ok_or("address unknown")?;
-        let batch = ApplyBatch { records: letters.iter().map(|l| WireRecord::new(&l.key, &l.record)).collect() };
-        let sent = self.repl.peers.call::<_, ApplyReply>((&self.peer, &addr), PATH_APPLY, &batch, Duration::from_secs(10)).await;
-        match sent {
+        match self.repl.send_records(&self.peer, letters.iter().map(|l| (&l.key, &l.record)), Duration::from_secs(10)).await {
             Ok(_) => {
                 let seqs: Vec<u64> = letters.iter().map(|l| l.seq).collect();
                 mailbox.delivered(&self.peer, &seqs).map_err(|e| e.to_string())
             }
             Err(e) => {
                 mailbox.failed_attempt(&self.peer, letters.len());
-                Err(e.to_string())
+                Err(e)
             }
         }
     }

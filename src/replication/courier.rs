@@ -6,7 +6,6 @@
 //! record, to the peer's retry buffer.
 
 use super::Replication;
-use crate::rpc::{ApplyBatch, ApplyReply, WireRecord, PATH_APPLY};
 use crate::types::{Key, Record};
 use std::future::Future;
 use std::sync::Arc;
@@ -73,12 +72,7 @@ impl Courier {
 }
 
 async fn deliver(repl: &Arc<Replication>, peer: &str, parcels: Vec<Parcel>) {
-    let batch = ApplyBatch { records: parcels.iter().map(|p| WireRecord::new(&p.key, &p.record)).collect() };
-    let sent = match repl.membership.addr_of(peer) {
-        Some(addr) => repl.peers.call::<_, ApplyReply>((peer, &addr), PATH_APPLY, &batch, repl.timeout).await.map_err(|e| e.to_string()),
-        None => Err("address unknown".to_string()),
-    };
-    match sent {
+    match repl.send_records(peer, parcels.iter().map(|p| (&p.key, &p.record)), repl.timeout).await {
         Ok(reply) => {
             for (i, p) in parcels.into_iter().enumerate() {
                 let _ = p.ack.send(Some(reply.created.get(i).copied().unwrap_or(false)));

@@ -14,7 +14,7 @@ use crate::kv::{KvError, KvService};
 use crate::membership::Membership;
 use crate::rpc::client::PeerClient;
 use crate::rpc::{ReadReply, ReadRequest, PATH_READ};
-use crate::storage::{Applied, Precondition, StorageError};
+use crate::storage::{Precondition, StorageError};
 use crate::types::{shard_of, Consistency, Key, NodeId, Record, Version};
 use bytes::Bytes;
 use mailbox::{Enqueued, Mailbox};
@@ -133,9 +133,30 @@ impl Replication {
         self.tasks.spawn(task);
     }
 
-    fn replicas_of(&self, key: &Key) -> Vec<NodeId> {
-        let shard = shard_of(key.as_bytes(), self.membership.shards());
-        self.membership.placement().replicas(shard).to_vec()
+    /// The placement table and the key's shard: callers borrow the replica
+    /// list from the shared table instead of copying it on every request.
+    fn placement_of(&self, key: &Key) -> (Arc<crate::placement::PlacementTable>, crate::types::ShardId) {
+        (self.membership.placement(), shard_of(key.as_bytes(), self.membership.shards()))
+    }
+
+    /// Resolves once the node is stopping.
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Sends records to `peer` as one batch (used by the courier and the carrier).
+    pub(crate) async fn send_records<'a>(
+        &self,
+        peer: &str,
+        records: impl Iterator<Item = (&'a Key, &'a Record)>,
+        timeout: Duration,
+    ) -> Result<crate::rpc::ApplyReply, String> {
+        let addr = self.membership.addr_of(peer).ok_or("address unknown")?;
+        let batch = crate::rpc::ApplyBatch { records: records.map(|(k, r)| crate::rpc::WireRecord::new(k, r)).collect() };
+        self.peers.call((peer, &addr), crate::rpc::PATH_APPLY, &batch, timeout).await.map_err(|e| e.to_string())
     }
 
     /// Writes a value (`Some`) or tombstone (`None`) with `w` acknowledgements.
@@ -146,7 +167,8 @@ impl Replication {
         pre: Precondition,
         w: Consistency,
     ) -> Result<WriteOutcome, ReplicationError> {
-        let replicas = self.replicas_of(&key);
+        let (placement, shard) = self.placement_of(&key);
+        let replicas = placement.replicas(shard);
         let required = w.required(replicas.len());
         let local = replicas.contains(&self.me);
         if pre != Precondition::None && !local {
@@ -162,19 +184,11 @@ impl Replication {
         let mut created = None;
         if local {
             let outcome = self.kv.apply(&key, &record, pre).await?;
-            created = Some(matches!(outcome, Applied::Stored { previous } if previous.is_none_or(|p| p.tombstone)));
+            created = Some(outcome.created_live(&record));
             acked += 1;
         }
-        let remotes: Vec<&NodeId> = replicas.iter().filter(|r| **r != self.me).collect();
-        if remotes.is_empty() {
-            // Nothing to send or wait for (a single node, or RF=1 here).
-            if acked < required {
-                return Err(ReplicationError::NotEnoughReplicas { acked, required, replicas: replicas.len() });
-            }
-            return Ok(WriteOutcome { version: record.version, created: created.unwrap_or(true) });
-        }
-        let (tx, mut rx) = mpsc::channel::<Option<bool>>(remotes.len());
-        for peer in remotes {
+        let (tx, mut rx) = mpsc::channel::<Option<bool>>(replicas.len().max(1));
+        for peer in replicas.iter().filter(|r| **r != self.me) {
             // A peer with undelivered mail is failing or catching up: queue
             // behind that mail (in write order) instead of racing it.
             if self.mailbox.pending(peer.name()) > 0 {
@@ -223,10 +237,7 @@ impl Replication {
                 .or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(courier::QUEUE);
                     let courier = courier::Courier::new(self.clone(), peer.to_string(), rx);
-                    let mut stop = self.stop.clone();
-                    self.tasks.spawn(courier.run(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    }));
+                    self.tasks.spawn(courier.run(self.stopped()));
                     tx
                 })
                 .clone()
@@ -254,10 +265,7 @@ impl Replication {
             return;
         }
         let carrier = carrier::Carrier::new(self.clone(), peer.to_string());
-        let mut stop = self.stop.clone();
-        self.tasks.spawn(carrier.run(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }));
+        self.tasks.spawn(carrier.run(self.stopped()));
     }
 
     /// Waits (after the stop signal) for every task this coordinator started.
@@ -269,13 +277,14 @@ impl Replication {
     /// Reads with `r` replicas answering; the newest version wins and stale
     /// replicas are repaired in the background.
     pub async fn read(self: &Arc<Self>, key: &Key, r: Consistency) -> Result<Option<Record>, ReplicationError> {
-        let replicas = self.replicas_of(key);
+        let (placement, shard) = self.placement_of(key);
+        let replicas = placement.replicas(shard);
         let required = r.required(replicas.len());
         if required <= 1 && replicas.contains(&self.me) {
             return Ok(self.kv.read(key)?);
         }
         let (tx, mut rx) = mpsc::channel::<(NodeId, Option<Record>)>(replicas.len().max(1));
-        for peer in &replicas {
+        for peer in replicas {
             let (this, peer, key, tx) = (self.clone(), peer.clone(), key.clone(), tx.clone());
             self.tasks.spawn(async move {
                 if let Some(rec) = this.read_one(&peer, &key).await {

@@ -69,6 +69,13 @@ pub enum Applied {
     PreconditionFailed { current: Option<RecordHead> },
 }
 
+impl Applied {
+    /// The apply stored a value where no live value was (a create).
+    pub fn created_live(&self, record: &Record) -> bool {
+        matches!(self, Applied::Stored { previous } if previous.is_none_or(|p| p.tombstone)) && !record.is_tombstone()
+    }
+}
+
 /// Record counts of one shard.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ShardCounts {
