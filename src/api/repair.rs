@@ -39,12 +39,11 @@ pub async fn start(State(st): State<AppState>, body: axum::body::Bytes) -> Resul
     let req: StartBody = json_body(&body)?;
     match st.ae.start(req.shards, req.mode.unwrap_or_default()) {
         Ok(run_id) => Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": run_id }))).into_response()),
+        // The usual error body, plus the running id so the caller can watch or cancel it.
         Err(RepairError::AlreadyRunning(id)) => {
-            let err =
-                ApiError::new(StatusCode::CONFLICT, "already_running", format!("anti-entropy run {id} is already running on this node"));
-            let mut resp = (err.status, Json(json!({ "error": err.code, "message": err.message, "run_id": id }))).into_response();
-            *resp.status_mut() = StatusCode::CONFLICT;
-            Ok(resp)
+            let message = RepairError::AlreadyRunning(id.clone()).to_string();
+            let body = json!({ "error": "already_running", "message": message, "run_id": id });
+            Ok((StatusCode::CONFLICT, Json(body)).into_response())
         }
         Err(e) => Err(e.into()),
     }

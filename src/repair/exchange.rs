@@ -54,11 +54,22 @@ impl Exchange<'_> {
         self.kv.storage().shard_count()
     }
 
+    /// One call to the peer, its bytes added to the report.
+    async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        report: &mut SyncReport,
+    ) -> Result<Resp, ExchangeError> {
+        let (reply, bytes) = self.peers.call_sized(self.peer, path, req, self.timeout).await?;
+        report.bytes += bytes;
+        Ok(reply)
+    }
+
     async fn digests(&self, level: u8, indices: Vec<u32>, children: bool, report: &mut SyncReport) -> Result<Vec<[u8; 16]>, ExchangeError> {
         let asked = if children { indices.len() * FANOUT } else { indices.len() };
         let req = TreeRequest { shard: self.shard.0, shards: self.shards(), level, indices, children };
-        let (reply, bytes): (TreeReply, u64) = self.peers.call_sized(self.peer, PATH_TREE, &req, self.timeout).await?;
-        report.bytes += bytes;
+        let reply: TreeReply = self.call(PATH_TREE, &req, report).await?;
         if reply.digests.len() != asked {
             return Err(ExchangeError::ShortReply { got: reply.digests.len(), asked });
         }
@@ -127,17 +138,14 @@ impl Exchange<'_> {
         let fingerprints = mine.iter().map(|(k, v)| fingerprint(nonce, k, *v)).collect();
         let (leaves, counts) = leaves.into_iter().unzip();
         let req = LeafDiff { shard: self.shard.0, shards: self.shards(), mode, nonce, leaves, counts, fingerprints };
-        let (reply, bytes): (LeafDiffReply, u64) = self.peers.call_sized(self.peer, PATH_LEAVES, &req, self.timeout).await?;
-        report.bytes += bytes;
+        let reply: LeafDiffReply = self.call(PATH_LEAVES, &req, report).await?;
         if mode.pushes() {
             let wanted: Vec<&Bytes> = from_bitmap(&reply.want, mine.len()).into_iter().map(|i| &mine[i].0).collect();
             self.push(&wanted, report).await?;
         }
         if mode.pulls() && !reply.newer.is_empty() {
             for chunk in reply.newer.chunks(RECORDS_PER_BATCH) {
-                let (got, bytes): (FetchReply, u64) =
-                    self.peers.call_sized(self.peer, PATH_FETCH, &Fetch { keys: chunk.to_vec() }, self.timeout).await?;
-                report.bytes += bytes;
+                let got: FetchReply = self.call(PATH_FETCH, &Fetch { keys: chunk.to_vec() }, report).await?;
                 let records = got
                     .records
                     .into_iter()
@@ -174,8 +182,7 @@ impl Exchange<'_> {
 
     async fn send(&self, records: Vec<WireRecord>, report: &mut SyncReport) -> Result<(), ExchangeError> {
         report.keys_sent += records.len() as u64;
-        let (_, bytes): (ApplyReply, u64) = self.peers.call_sized(self.peer, PATH_APPLY, &ApplyBatch { records }, self.timeout).await?;
-        report.bytes += bytes;
+        let _: ApplyReply = self.call(PATH_APPLY, &ApplyBatch { records }, report).await?;
         Ok(())
     }
 }

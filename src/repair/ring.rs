@@ -179,9 +179,7 @@ impl Runner {
                     return;
                 }
             }
-            let now = self.roots(shard, &live).await;
-            let first = now[0].map(|r| r.0);
-            if first.is_some() && now.iter().all(|r| r.map(|r| r.0) == first) {
+            if all_present_and_equal(&self.roots(shard, &live).await) {
                 if all_live {
                     self.verified(shard, &replicas);
                 }
@@ -217,11 +215,14 @@ impl Runner {
         }
         // Pairwise repair reconciles me with each peer; all replicas are
         // verified equal only if every root now matches.
-        if all_ok && mode == SyncMode::PushPull {
-            let roots = self.roots(shard, &replicas).await;
-            if roots.iter().all(|r| r.is_some() && r.map(|r| r.0) == roots[0].map(|r| r.0)) {
-                self.verified(shard, &replicas);
-            }
+        if all_ok && mode == SyncMode::PushPull && all_present_and_equal(&self.roots(shard, &replicas).await) {
+            self.verified(shard, &replicas);
         }
     }
+}
+
+/// Every replica answered and all roots are the same.
+fn all_present_and_equal(roots: &[Option<([u8; 16], u64)>]) -> bool {
+    let first = roots.first().copied().flatten().map(|r| r.0);
+    first.is_some() && roots.iter().all(|r| r.map(|r| r.0) == first)
 }
