@@ -533,8 +533,7 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
     let url = match args.target {
         Some(url) => url,
         None => {
-            let dir = std::env::temp_dir().join(format!("hearsay-bench-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
+            let dir = bench::scratch_dir("node")?;
             let node_args = vec![
                 "--listen".into(),
                 "127.0.0.1:0".into(),

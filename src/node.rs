@@ -62,10 +62,9 @@ pub async fn run_with_storage(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let dir = config.data_dir.display().to_string();
-    let hlc = Hlc::open(Arc::new(SystemClock), Arc::new(MetaHighWater(storage.clone())))
-        .map_err(|source| NodeError::Storage { dir: dir.clone(), source })?;
+    let storage_error = |source| NodeError::Storage { dir: dir.clone(), source };
+    let hlc = Hlc::open(Arc::new(SystemClock), Arc::new(MetaHighWater(storage.clone()))).map_err(storage_error)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_rx_for_workers = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -88,10 +87,7 @@ pub async fn run_with_storage(
     let metrics = Arc::new(Metrics::new());
     let peers = PeerClient::new(config.node_id.name(), mac.clone(), config.links.0.clone(), metrics.wire.clone());
     let limits = MailLimits { max_records: config.retry_max_records, max_bytes: config.retry_max_bytes };
-    let mailbox = Arc::new(
-        Mailbox::open(storage.clone(), limits, metrics.mail_dropped.clone())
-            .map_err(|source| NodeError::Storage { dir: dir.clone(), source })?,
-    );
+    let mailbox = Arc::new(Mailbox::open(storage.clone(), limits, metrics.mail_dropped.clone()).map_err(storage_error)?);
     let repl = Arc::new(Replication::new(
         kv,
         membership.clone(),
@@ -103,7 +99,7 @@ pub async fn run_with_storage(
             timeout: config.write_timeout,
             max_value_bytes: config.max_value_bytes,
         },
-        stop_rx_for_workers.clone(),
+        stop_tx.subscribe(),
     ));
     for peer in mailbox.peers_with_mail() {
         repl.ensure_carrier(&peer);
@@ -111,9 +107,7 @@ pub async fn run_with_storage(
     workers.push(tokio::spawn(membership.clone().discover(peers, stopped())));
     let initial =
         crate::repair::Schedule { enabled: config.anti_entropy_enabled, interval_secs: config.anti_entropy_interval_secs, stamp: 0 };
-    let ae = Arc::new(
-        crate::repair::AntiEntropy::open(repl.clone(), initial).map_err(|source| NodeError::Storage { dir: dir.clone(), source })?,
-    );
+    let ae = Arc::new(crate::repair::AntiEntropy::open(repl.clone(), initial).map_err(storage_error)?);
     workers.push(tokio::spawn(ae.clone().scheduler(stopped())));
     let state = AppState::new(crate::api::Shared {
         repl: repl.clone(),

@@ -2,18 +2,16 @@
 //! write level as a ratio of a single node measured in the same run, and
 //! the peer bytes each replicated write costs.
 
-use super::{bench_key, run_phase, scrape_counter, wait_quiet, wait_ready, BenchConfig, BenchError, PhaseResult, Workload};
+use super::{bench_key, run_phase, scrape_counter, scratch_dir, start_cluster, wait_quiet, BenchConfig, BenchError, PhaseResult, Workload};
 use crate::client::Client;
 use crate::config::SyncMode;
-use crate::process::{ensure_secret_file, free_loopback_addrs, ChildNode, ClusterSpec, LocalCluster};
+use crate::process::ChildNode;
 use std::path::Path;
 use std::time::Duration;
 
 /// Single node vs an N-node cluster, PUT only, in one run.
 pub async fn compare(exe: &Path, nodes: usize, levels: &[&str], sync_mode: SyncMode, cfg: &BenchConfig) -> Result<String, BenchError> {
-    let dir = std::env::temp_dir().join(format!("hearsay-bench-cluster-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+    let dir = scratch_dir("cluster")?;
     let sync = vec!["--sync".to_string(), format!("{sync_mode:?}").to_lowercase()];
 
     eprintln!("baseline: one node, PUT...");
@@ -26,12 +24,7 @@ pub async fn compare(exe: &Path, nodes: usize, levels: &[&str], sync_mode: SyncM
     let baseline = run_phase(&[Client::new(&single.url)?], cfg, Workload::Put).await;
     single.terminate()?;
 
-    let secret = dir.join("secret");
-    ensure_secret_file(&secret)?;
-    let spec = ClusterSpec { exe, addrs: free_loopback_addrs(nodes)?, data_dir: &dir, secret_file: &secret, extra_args: sync };
-    let mut cluster = LocalCluster::spawn(&spec)?;
-    let clients: Vec<Client> = cluster.urls().iter().map(|u| Client::new(u)).collect::<Result<_, _>>()?;
-    wait_ready(&clients).await?;
+    let (mut cluster, clients) = start_cluster(exe, &dir, nodes, sync).await?;
     let rf = 3.min(nodes) as u64;
     let key_len = bench_key(0).len() as u64;
     let budget = 1.3 * (key_len + cfg.value_size as u64 + 64) as f64;

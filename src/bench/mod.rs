@@ -228,6 +228,33 @@ pub enum BenchError {
     Failed(String),
 }
 
+/// A fresh, empty scratch dir for one bench run of `name`.
+pub fn scratch_dir(name: &str) -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("hearsay-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Starts `n` local nodes under `dir` with a fresh secret and `extra` serve
+/// flags, and waits until all are ready.
+pub async fn start_cluster(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    n: usize,
+    extra: Vec<String>,
+) -> Result<(crate::process::LocalCluster, Vec<Client>), BenchError> {
+    use crate::process::{ensure_secret_file, free_loopback_addrs, ClusterSpec, LocalCluster};
+    let secret = dir.join("secret");
+    ensure_secret_file(&secret)?;
+    let spec = ClusterSpec { exe, addrs: free_loopback_addrs(n)?, data_dir: dir, secret_file: &secret, extra_args: extra };
+    let cluster = LocalCluster::spawn(&spec)?;
+    let clients: Vec<Client> =
+        cluster.urls().iter().map(|u| Client::new(u).map(|c| c.with_timeout(Duration::from_secs(60)))).collect::<Result<_, _>>()?;
+    wait_ready(&clients).await?;
+    Ok((cluster, clients))
+}
+
 /// Waits (up to 20 s) until every node answers /ready.
 pub async fn wait_ready(clients: &[Client]) -> Result<(), BenchError> {
     for c in clients {

@@ -4,9 +4,8 @@
 //! run repairs it while a foreground PUT load runs; then a second run
 //! verifies the now-equal replicas.
 
-use super::{load, run_phase, wait_quiet, wait_ready, BenchConfig, BenchError, Workload};
+use super::{load, run_phase, scratch_dir, start_cluster, wait_quiet, wait_ready, BenchConfig, BenchError, Workload};
 use crate::client::Client;
-use crate::process::{ensure_secret_file, free_loopback_addrs, ClusterSpec, LocalCluster};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -33,23 +32,9 @@ async fn finished(c: &Client, id: &str) -> Result<Option<serde_json::Value>, Ben
 }
 
 pub async fn run(exe: &Path, b: &RepairBench) -> Result<String, BenchError> {
-    let dir = std::env::temp_dir().join(format!("hearsay-bench-repair-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let secret = dir.join("secret");
-    ensure_secret_file(&secret)?;
+    let dir = scratch_dir("repair")?;
     let extra = ["--retry-buffer-max-records", "0", "--no-anti-entropy", "--write-timeout-ms", "10000"];
-    let spec = ClusterSpec {
-        exe,
-        addrs: free_loopback_addrs(3)?,
-        data_dir: &dir,
-        secret_file: &secret,
-        extra_args: extra.iter().map(|s| s.to_string()).collect(),
-    };
-    let mut cluster = LocalCluster::spawn(&spec)?;
-    let clients: Vec<Client> =
-        cluster.urls().iter().map(|u| Client::new(u).map(|c| c.with_timeout(Duration::from_secs(60)))).collect::<Result<_, _>>()?;
-    wait_ready(&clients).await?;
+    let (mut cluster, clients) = start_cluster(exe, &dir, 3, extra.iter().map(|s| s.to_string()).collect()).await?;
 
     let missing = b.keys * b.missing_percent / 100;
     eprintln!("loading {} keys on all three nodes...", b.keys - missing);
