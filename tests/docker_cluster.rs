@@ -5,8 +5,11 @@
 //! when it fails. Needs `docker/build.sh` to have built `hearsay:latest`;
 //! `.ci/run` does that and runs these with `--features docker-tests`.
 
+mod common;
+
+use common::{all_roots_equal, repair, wait_until};
 use hearsay::client::Client;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -110,44 +113,9 @@ impl Drop for Cluster {
     }
 }
 
-async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {limit:?}: {what}");
-}
-
 async fn mail_pending(c: &Client) -> u64 {
     let m = c.get_path("/admin/mail").await.map(|r| r.json()).unwrap_or(Value::Null);
     m["peers"].as_array().map_or(u64::MAX, |p| p.iter().map(|x| x["pending_records"].as_u64().unwrap_or(0)).sum())
-}
-
-async fn roots(c: &Client) -> BTreeMap<u64, String> {
-    let s = c.get_path("/admin/shards").await.unwrap().json();
-    s["shards"].as_array().unwrap().iter().map(|x| (x["id"].as_u64().unwrap(), x["root"].as_str().unwrap().to_string())).collect()
-}
-
-async fn repair_once(c: &Client) -> Value {
-    let r = c.send(hyper::Method::POST, "/admin/anti-entropy", &[], "{}".into()).await.unwrap();
-    assert_eq!(r.status, 202, "{}", r.text());
-    let id = r.json()["run_id"].as_str().unwrap().to_string();
-    let mut done = Value::Null;
-    wait_for("the anti-entropy run to finish", Duration::from_secs(120), async || {
-        let st = c.get_path("/admin/anti-entropy").await.unwrap().json();
-        match st["history"].as_array().and_then(|h| h.iter().find(|x| x["id"] == id.as_str())) {
-            Some(run) => {
-                done = run.clone();
-                true
-            }
-            None => false,
-        }
-    })
-    .await;
-    done
 }
 
 fn docker(args: &[&str]) -> Output {
@@ -203,17 +171,15 @@ async fn a_killed_node_catches_up_from_mail_and_one_repair() {
     let restarted = Instant::now();
     cluster.wait_ready(Duration::from_secs(60)).await;
     for c in [&cs[0], &cs[2]] {
-        wait_for("the retry buffers drain to node2", Duration::from_secs(60), async || mail_pending(c).await == 0).await;
+        wait_until("the retry buffers drain to node2", Duration::from_secs(60), async || mail_pending(c).await == 0).await;
     }
-    let run = repair_once(&cs[0]).await;
+    let run = repair(&cs[0], json!({})).await;
     assert_eq!(run["outcome"], "completed", "{run}");
     for (k, v) in &acked {
         let r = cs[1].get(k.as_bytes(), "r=one").await.unwrap();
         assert_eq!((r.status.as_u16(), r.text()), (200, v.clone()), "{k} on the restarted node");
     }
-    let r0 = roots(&cs[0]).await;
-    assert_eq!(roots(&cs[1]).await, r0);
-    assert_eq!(roots(&cs[2]).await, r0);
+    assert!(all_roots_equal(&cs).await, "Merkle roots differ between nodes");
     eprintln!(
         "[{}] recovery of a killed node: {:.2} s from restart (and {:.2} s from the kill, 600 writes included) to verified equal roots",
         cluster.project,
@@ -247,9 +213,9 @@ async fn a_partitioned_node_converges_to_the_newest_versions() {
     docker(&["network", "connect", "--alias", "node3", &cluster.network(), &node3]);
     cluster.wait_ready(Duration::from_secs(60)).await;
     for c in &cs {
-        wait_for("mail drains after the partition heals", Duration::from_secs(60), async || mail_pending(c).await == 0).await;
+        wait_until("mail drains after the partition heals", Duration::from_secs(60), async || mail_pending(c).await == 0).await;
     }
-    let run = repair_once(&cs[0]).await;
+    let run = repair(&cs[0], json!({})).await;
     assert_eq!(run["outcome"], "completed", "{run}");
     for (key, writes) in &versions {
         let (newest_version, newest_value) = writes.iter().max().unwrap();
@@ -259,9 +225,7 @@ async fn a_partitioned_node_converges_to_the_newest_versions() {
             assert_eq!(&r.text(), newest_value);
         }
     }
-    let r0 = roots(&cs[0]).await;
-    assert_eq!(roots(&cs[1]).await, r0);
-    assert_eq!(roots(&cs[2]).await, r0);
+    assert!(all_roots_equal(&cs).await, "Merkle roots differ between nodes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,6 @@ use hearsay::config::{Links, NodeConfig, SyncMode};
 use hearsay::rpc::client::{Link, LinkFilter};
 use hearsay::types::NodeId;
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -248,11 +247,7 @@ impl TestCluster {
 }
 
 /// Polls `check` until it returns true or `deadline` passes; no bare sleeps.
-pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
+pub async fn wait_until(what: &str, deadline: Duration, mut check: impl AsyncFnMut() -> bool) {
     let end = Instant::now() + deadline;
     while Instant::now() < end {
         if check().await {
