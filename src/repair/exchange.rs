@@ -18,9 +18,6 @@ use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// Differing leaves listed per shard scan: bounds the initiator's memory to
-/// the records of 1/16 of a shard, for at most 16 scans per exchange.
-const LEAVES_PER_SCAN: usize = 64;
 /// Most fingerprints in one leaf listing request.
 const ENTRIES_PER_BATCH: usize = 20_000;
 /// Most records in one push or fetch.
@@ -66,14 +63,21 @@ impl Exchange<'_> {
         Ok(reply)
     }
 
-    async fn digests(&self, level: u8, indices: Vec<u32>, children: bool, report: &mut SyncReport) -> Result<Vec<[u8; 16]>, ExchangeError> {
+    /// The peer's digests at one level, and its record count for the shard.
+    async fn digests(
+        &self,
+        level: u8,
+        indices: Vec<u32>,
+        children: bool,
+        report: &mut SyncReport,
+    ) -> Result<(Vec<[u8; 16]>, u64), ExchangeError> {
         let asked = if children { indices.len() * FANOUT } else { indices.len() };
         let req = TreeRequest { shard: self.shard.0, shards: self.shards(), level, indices, children };
         let reply: TreeReply = self.call(PATH_TREE, &req, report).await?;
         if reply.digests.len() != asked {
             return Err(ExchangeError::ShortReply { got: reply.digests.len(), asked });
         }
-        Ok(reply.digests)
+        Ok((reply.digests, reply.records))
     }
 
     fn local_level(&self, level: u8, indices: &[u32]) -> Vec<[u8; 16]> {
@@ -84,26 +88,29 @@ impl Exchange<'_> {
 
     pub async fn run(&self, mode: SyncMode) -> Result<SyncReport, ExchangeError> {
         let mut report = SyncReport::default();
-        let theirs = self.digests(0, vec![0], false, &mut report).await?;
+        let (theirs, their_records) = self.digests(0, vec![0], false, &mut report).await?;
         if self.local_level(0, &[0]) == theirs {
             report.equal = true;
             return Ok(report);
         }
         let all_inner: Vec<u32> = (0..INNER as u32).collect();
-        let theirs = self.digests(1, all_inner.clone(), false, &mut report).await?;
+        let (theirs, _) = self.digests(1, all_inner.clone(), false, &mut report).await?;
         let inner: Vec<u32> = differing(&self.local_level(1, &all_inner), &theirs).into_iter().map(|i| i as u32).collect();
         let leaves: Vec<u32> = inner.iter().flat_map(|&i| i * FANOUT as u32..(i + 1) * FANOUT as u32).collect();
-        let theirs = self.digests(2, inner, true, &mut report).await?;
+        let (theirs, _) = self.digests(2, inner, true, &mut report).await?;
         let diverged: BTreeSet<u32> = differing(&self.local_level(2, &leaves), &theirs).into_iter().map(|i| leaves[i]).collect();
         report.leaves_diverged = diverged.len() as u64;
         if diverged.is_empty() {
             return Ok(report);
         }
         // My records in the differing leaves, a chunk of leaves at a time (one
-        // shard scan each), sent in bounded batches: memory holds at most the
-        // records of one chunk, whatever the shard's size.
+        // shard scan each). A chunk is sized from the larger replica so that
+        // it holds about ENTRIES_PER_BATCH records on either side: memory on
+        // both sides is bounded by the batch, not the shard, at the price of
+        // more scans when a shard is much larger than a batch.
+        let records = self.kv.storage().counts(self.shard).records.max(their_records);
         let diverged: Vec<u32> = diverged.into_iter().collect();
-        for chunk in diverged.chunks(LEAVES_PER_SCAN) {
+        for chunk in diverged.chunks(leaves_per_scan(records)) {
             let chunk_set: BTreeSet<u32> = chunk.iter().copied().collect();
             let mut by_leaf: std::collections::BTreeMap<u32, Vec<(Bytes, Version)>> = Default::default();
             for (leaf, key, version) in self.kv.storage().leaf_entries(self.shard, &chunk_set)? {
@@ -187,6 +194,13 @@ impl Exchange<'_> {
     }
 }
 
+/// Leaves per chunk so a chunk of a shard with `records` records holds
+/// about [`ENTRIES_PER_BATCH`] of them (records spread evenly over leaves).
+fn leaves_per_scan(records: u64) -> usize {
+    let per_leaf = records as f64 / crate::merkle::LEAVES as f64;
+    ((ENTRIES_PER_BATCH as f64 / per_leaf.max(1.0)) as usize).clamp(1, crate::merkle::LEAVES)
+}
+
 /// The responder's half of a leaf listing: compare, leaf by leaf, with my
 /// own records (per leaf, so a fingerprint only has to be unique among the
 /// few records of one leaf).
@@ -227,4 +241,19 @@ pub enum LeafDiffError {
     Malformed,
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_hold_about_one_batch_of_records() {
+        assert_eq!(leaves_per_scan(0), crate::merkle::LEAVES);
+        assert_eq!(leaves_per_scan(15_625), crate::merkle::LEAVES, "a 1M-key store's shards list in one scan");
+        let n = leaves_per_scan(10_000_000);
+        let per_chunk = 10_000_000 / crate::merkle::LEAVES as u64 * n as u64;
+        assert!(per_chunk <= ENTRIES_PER_BATCH as u64, "{per_chunk} records per chunk");
+        assert_eq!(leaves_per_scan(u64::MAX), 1);
+    }
 }
