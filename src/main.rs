@@ -204,9 +204,13 @@ struct BenchArgs {
     keys: u64,
     #[arg(long, default_value_t = 1024)]
     value_size: usize,
-    /// Seconds per workload.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds per workload in each round.
+    #[arg(long, default_value_t = 3)]
     duration: u64,
+    /// Rounds of the workload list. Ratios are taken round by round
+    /// (median, min, max), so drift in a shared machine's speed cancels.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
     /// Requests per workload (instead of --duration).
     #[arg(long)]
     requests: Option<u64>,
@@ -526,7 +530,7 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
     }
     if args.nodes > 1 && args.target.is_none() {
         let levels: Vec<&str> = args.levels.iter().map(String::as_str).collect();
-        print!("{}", bench::cluster::compare(&std::env::current_exe()?, args.nodes, &levels, args.sync, &cfg).await?);
+        print!("{}", bench::cluster::compare(&std::env::current_exe()?, args.nodes, &levels, args.sync, &cfg, args.rounds).await?);
         return Ok(());
     }
     let mut local = None;
@@ -551,16 +555,24 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         }
     };
     let client = Client::new(&url)?;
-    eprintln!("bench: {} workers, {} keys, {} B values, {:?} per workload", cfg.concurrency, cfg.keys, cfg.value_size, cfg.duration);
+    let rounds = args.rounds.max(1);
+    eprintln!(
+        "bench: {} workers, {} keys, {} B values, {} rounds of {:?} per workload",
+        cfg.concurrency, cfg.keys, cfg.value_size, rounds, cfg.duration
+    );
+    if args.workloads.iter().any(|w| matches!(w, Workload::Get | Workload::Mixed)) {
+        eprintln!("preloading {} keys...", cfg.keys);
+        bench::preload(&client, &cfg).await.map_err(anyhow::Error::msg)?;
+    }
     let mut results = Vec::new();
-    for workload in &args.workloads {
-        if matches!(workload, Workload::Get | Workload::Mixed) && !results.iter().any(|r: &bench::PhaseResult| r.workload == Workload::Get)
-        {
-            eprintln!("preloading {} keys...", cfg.keys);
-            bench::preload(&client, &cfg).await.map_err(anyhow::Error::msg)?;
+    for round in 0..rounds {
+        eprintln!("round {}/{rounds}...", round + 1);
+        let round_cfg = BenchConfig { seed: cfg.seed.wrapping_add(u64::from(round)), ..cfg.clone() };
+        let mut phases = Vec::new();
+        for workload in &args.workloads {
+            phases.push(bench::run_phase(std::slice::from_ref(&client), &round_cfg, *workload).await);
         }
-        eprintln!("running {workload:?}...");
-        results.push(bench::run_phase(std::slice::from_ref(&client), &cfg, *workload).await);
+        results.push(phases);
     }
     print!("{}", bench::report(&results));
     if let Some((mut node, dir)) = local {

@@ -47,6 +47,7 @@ pub struct BenchConfig {
 }
 
 /// The outcome of one workload phase.
+#[derive(Clone)]
 pub struct PhaseResult {
     pub workload: Workload,
     pub ok: u64,
@@ -56,6 +57,24 @@ pub struct PhaseResult {
 }
 
 impl PhaseResult {
+    pub fn empty(workload: Workload) -> PhaseResult {
+        PhaseResult {
+            workload,
+            ok: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        }
+    }
+
+    /// Adds a later measurement of the same workload (another round).
+    pub fn absorb(&mut self, other: &PhaseResult) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        let _ = self.latency_us.add(&other.latency_us);
+    }
+
     pub fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -173,13 +192,7 @@ pub async fn run_phase(clients: &[Client], cfg: &BenchConfig, workload: Workload
             (ok, errors, hist)
         }));
     }
-    let mut result = PhaseResult {
-        workload,
-        ok: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
-    };
+    let mut result = PhaseResult::empty(workload);
     for t in tasks {
         if let Ok((ok, errors, hist)) = t.await {
             result.ok += ok;
@@ -273,26 +286,58 @@ pub async fn wait_ready(clients: &[Client]) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// A table of phases with each throughput as a ratio of the `noop` phase.
-pub fn report(results: &[PhaseResult]) -> String {
-    let ceiling = results.iter().find(|r| r.workload == Workload::Noop).map(PhaseResult::throughput);
+/// Ratios of `measured` to `baseline` taken round by round (both slices are
+/// indexed by round), as (median, min, max). Pairing each phase with the
+/// baseline measured right next to it keeps slow drift of a shared machine
+/// out of the ratio.
+pub fn paired_ratios(measured: &[f64], baseline: &[f64]) -> (f64, f64, f64) {
+    let mut r: Vec<f64> = measured.iter().zip(baseline).map(|(m, b)| m / b.max(1e-9)).collect();
+    if r.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    r.sort_by(f64::total_cmp);
+    let mid = r.len() / 2;
+    let median = if r.len() % 2 == 1 { r[mid] } else { (r[mid - 1] + r[mid]) / 2.0 };
+    (median, r[0], r[r.len() - 1])
+}
+
+/// Formats a (median, min, max) ratio as `0.62 (0.55-0.70)`.
+pub fn ratio_text((median, min, max): (f64, f64, f64)) -> String {
+    format!("{median:.2} ({min:.2}-{max:.2})")
+}
+
+/// A table of workloads measured over `rounds` (each round runs every
+/// workload once, in order). Throughput and latency merge all rounds; the
+/// ratio to the `noop` ceiling is the median of per-round ratios, with
+/// the lowest and highest round in brackets.
+pub fn report(rounds: &[Vec<PhaseResult>]) -> String {
+    let Some(first) = rounds.first() else { return String::new() };
+    let per_round = |w: Workload| -> Vec<f64> {
+        rounds.iter().filter_map(|round| round.iter().find(|r| r.workload == w)).map(PhaseResult::throughput).collect()
+    };
+    let ceiling = first.iter().any(|r| r.workload == Workload::Noop).then(|| per_round(Workload::Noop));
     let mut out = format!(
-        "{:<8} {:>10} {:>8} {:>12} {:>9} {:>9} {:>9} {:>10}\n",
-        "workload", "ok", "errors", "req/s", "p50 ms", "p99 ms", "p999 ms", "x ceiling"
+        "{:<8} {:>10} {:>8} {:>12} {:>9} {:>9} {:>9}  {}\n",
+        "workload", "ok", "errors", "req/s", "p50 ms", "p99 ms", "p999 ms", "x ceiling: median (min-max) of rounds"
     );
-    for r in results {
-        let ratio = ceiling.map_or_else(|| "-".to_string(), |c| format!("{:.2}", r.throughput() / c));
+    for w in first.iter().map(|r| r.workload) {
+        let mut merged = PhaseResult::empty(w);
+        for r in rounds.iter().filter_map(|round| round.iter().find(|r| r.workload == w)) {
+            merged.absorb(r);
+        }
+        let ratio = ceiling.as_ref().map_or_else(|| "-".to_string(), |c| ratio_text(paired_ratios(&per_round(w), c)));
         out.push_str(&format!(
-            "{:<8} {:>10} {:>8} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>10}\n",
-            format!("{:?}", r.workload).to_lowercase(),
-            r.ok,
-            r.errors,
-            r.throughput(),
-            r.percentile_ms(0.5),
-            r.percentile_ms(0.99),
-            r.percentile_ms(0.999),
+            "{:<8} {:>10} {:>8} {:>12.0} {:>9.2} {:>9.2} {:>9.2}  {}\n",
+            format!("{w:?}").to_lowercase(),
+            merged.ok,
+            merged.errors,
+            merged.throughput(),
+            merged.percentile_ms(0.5),
+            merged.percentile_ms(0.99),
+            merged.percentile_ms(0.999),
             ratio
         ));
     }
+    out.push_str(&format!("({} rounds; each round runs every workload once, in order)\n", rounds.len()));
     out
 }
