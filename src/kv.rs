@@ -58,6 +58,20 @@ impl KvService {
         Ok(outcome)
     }
 
+    /// Writes a new version of `key` stamped now (see
+    /// [`Storage::write_fresh`]): the record to send to other replicas and
+    /// what the local store did; once stored, waits as [`KvService::apply`].
+    pub async fn write_fresh(&self, key: &Key, value: Option<Bytes>, pre: Precondition) -> Result<(Record, Applied), KvError> {
+        let shard = shard_of(key.as_bytes(), self.storage.shard_count());
+        let stamp = || Ok(Version { hlc: self.hlc.now()?, node: self.node.tag() });
+        let (record, outcome) = self.storage.write_fresh(shard, key.as_bytes(), value, pre, &stamp)?;
+        if let Applied::PreconditionFailed { current } = outcome {
+            return Err(KvError::PreconditionFailed { current: current.filter(|r| !r.tombstone).map(|r| r.version) });
+        }
+        self.wait_durable().await?;
+        Ok((record, outcome))
+    }
+
     /// Applies records received from a peer (advancing the clock past each)
     /// with one durability wait for the batch. Returns how many were applied
     /// and, per record, whether it created a live value.

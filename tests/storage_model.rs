@@ -17,9 +17,32 @@ const KEYS: &[&[u8]] = &[b"a", b"ab", b"abc", b"b", b"b/1", b"b/2", b"ba", &[0xf
 
 #[derive(Debug, Clone)]
 enum Op {
-    Apply { key: usize, hlc: u64, node: u64, value: Option<Vec<u8>>, pre: u8 },
-    Get { key: usize },
-    Scan { shard: u32, prefix: usize, after: Option<usize>, limit: usize },
+    Apply {
+        key: usize,
+        hlc: u64,
+        node: u64,
+        value: Option<Vec<u8>>,
+        pre: u8,
+    },
+    /// A coordinator's write: the engine stamps it while holding the key.
+    /// `broken_clock` stamps below the current versions, which a correct
+    /// clock never does; the engine must then keep the newer record.
+    WriteFresh {
+        key: usize,
+        value: Option<Vec<u8>>,
+        pre: u8,
+        broken_clock: bool,
+        hlc: u64,
+    },
+    Get {
+        key: usize,
+    },
+    Scan {
+        shard: u32,
+        prefix: usize,
+        after: Option<usize>,
+        limit: usize,
+    },
     Restart,
 }
 
@@ -27,6 +50,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..KEYS.len(), 0..12u64, 0..3u64, proptest::option::weighted(0.75, proptest::collection::vec(any::<u8>(), 0..20)), 0..6u8)
             .prop_map(|(key, hlc, node, value, pre)| Op::Apply { key, hlc, node, value, pre }),
+        4 => (0..KEYS.len(), proptest::option::weighted(0.75, proptest::collection::vec(any::<u8>(), 0..20)), 0..6u8, proptest::bool::weighted(0.2), 0..12u64)
+            .prop_map(|(key, value, pre, broken_clock, hlc)| Op::WriteFresh { key, value, pre, broken_clock, hlc }),
         3 => (0..KEYS.len()).prop_map(|key| Op::Get { key }),
         2 => (0..SHARDS, 0..4usize, proptest::option::of(0..KEYS.len()), 1..5usize)
             .prop_map(|(shard, prefix, after, limit)| Op::Scan { shard, prefix, after, limit }),
@@ -101,6 +126,8 @@ fn precondition(code: u8, model: &Model, key: &[u8]) -> Precondition {
 fn check<S: Storage>(ops: &[Op], mut open: impl FnMut(Option<S>) -> S) -> Result<(), TestCaseError> {
     let mut store = open(None);
     let mut model = Model::default();
+    // A clock above every version `Op::Apply` makes, moving on with each stamp.
+    let mut clock = 100u64;
     for op in ops {
         match op {
             Op::Apply { key, hlc, node, value, pre } => {
@@ -110,6 +137,19 @@ fn check<S: Storage>(ops: &[Op], mut open: impl FnMut(Option<S>) -> S) -> Result
                 let expected = model.apply(key, &rec, pre);
                 let got = store.apply(shard_of(key, SHARDS), key, &rec, pre).unwrap();
                 prop_assert_eq!(got, expected, "apply {:?} {:?}", key, rec);
+            }
+            Op::WriteFresh { key, value, pre, broken_clock, hlc } => {
+                let key = KEYS[*key];
+                let pre = precondition(*pre, &model, key);
+                clock += 1;
+                let version = Version { hlc: if *broken_clock { *hlc } else { clock }, node: 7 };
+                let stamp = || Ok(version);
+                let (rec, got) = store.write_fresh(shard_of(key, SHARDS), key, value.clone().map(Bytes::from), pre, &stamp).unwrap();
+                let expected = model.apply(key, &Record { version, value: value.clone().map(Bytes::from) }, pre);
+                prop_assert_eq!(&got, &expected, "write_fresh {:?} at {:?}", key, version);
+                if !matches!(got, Applied::PreconditionFailed { .. }) {
+                    prop_assert_eq!(rec.version, version);
+                }
             }
             Op::Get { key } => {
                 let key = KEYS[*key];
@@ -162,6 +202,54 @@ fn a_data_dir_in_use_is_refused_with_a_clear_error() {
     let _held = SledStorage::open(&opts).unwrap();
     let err = SledStorage::open(&opts).err().expect("a second open of a held dir must fail");
     assert!(err.to_string().contains("in use by another process"), "{err}");
+}
+
+/// Coordinator writes (stamped by a shared clock while the engine holds the
+/// key) racing peer applies (whose versions the clock observes first, as
+/// `KvService` does): the key ends at the newest version either side made.
+#[test]
+fn fresh_writes_racing_applies_end_at_the_newest_version() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStorage::open(&SledOptions { path: dir.path().join("db"), shards: Some(SHARDS), cache_bytes: 8 << 20 }).unwrap();
+    let engines: Vec<Arc<dyn Storage>> = vec![Arc::new(sled), Arc::new(MemStorage::new(SHARDS))];
+    for store in engines {
+        let shard = shard_of(b"hot", SHARDS);
+        let clock = Arc::new(AtomicU64::new(0));
+        let newest = Arc::new(std::sync::Mutex::new(Version::default()));
+        let threads: Vec<_> = (0..6u64)
+            .map(|t| {
+                let (store, clock, newest) = (store.clone(), clock.clone(), newest.clone());
+                std::thread::spawn(move || {
+                    for i in 0..400u64 {
+                        let version = if t % 2 == 0 {
+                            let stamp = || Ok(Version { hlc: clock.fetch_add(1, Ordering::SeqCst) + 1, node: t });
+                            let (rec, _) = store
+                                .write_fresh(shard, b"hot", Some(Bytes::from(format!("{t}-{i}"))), Precondition::None, &stamp)
+                                .unwrap();
+                            rec.version
+                        } else {
+                            // A peer's version from a clock somewhat ahead or behind ours.
+                            let version = Version { hlc: clock.load(Ordering::SeqCst) + (i * 31 % 7), node: t };
+                            clock.fetch_max(version.hlc, Ordering::SeqCst);
+                            store
+                                .apply(shard, b"hot", &Record { version, value: Some(Bytes::from(format!("{t}-{i}"))) }, Precondition::None)
+                                .unwrap();
+                            version
+                        };
+                        let mut n = newest.lock().unwrap();
+                        *n = (*n).max(version);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let newest = *newest.lock().unwrap();
+        assert_eq!(store.get(shard, b"hot").unwrap().unwrap().version, newest);
+        assert_eq!(store.counts(shard), ShardCounts { live: 1, records: 1 });
+    }
 }
 
 #[test]

@@ -180,7 +180,11 @@ impl Trees {
 
     /// Records that `key` changed from `old` to `new` (digests).
     pub fn record(&self, shard: u32, key: &[u8], old: Option<&Digest>, new: &Digest) {
-        let leaf = leaf_of(key);
+        self.record_in_leaf(shard, leaf_of(key), old, new);
+    }
+
+    /// [`Trees::record`] for a caller that already knows the key's leaf.
+    pub fn record_in_leaf(&self, shard: u32, leaf: u32, old: Option<&Digest>, new: &Digest) {
         self.shard(shard).update(leaf, old, new);
     }
 }

@@ -179,15 +179,17 @@ impl Replication {
                 return Err(KvError::PreconditionFailed { current }.into());
             }
         }
-        let record = Record { version: self.kv.stamp()?, value };
         let mut acked = 0usize;
         let mut created = None;
-        if local {
-            let outcome = self.kv.apply(&key, &record, pre).await?;
+        let record = if local {
+            let (record, outcome) = self.kv.write_fresh(&key, value, pre).await?;
             created = Some(outcome.created_live(&record));
             acked += 1;
-        }
-        let (tx, mut rx) = mpsc::channel::<Option<bool>>(replicas.len().max(1));
+            record
+        } else {
+            Record { version: self.kv.stamp()?, value }
+        };
+        let mut pending = Vec::with_capacity(replicas.len());
         for peer in replicas.iter().filter(|r| **r != self.me) {
             // A peer with undelivered mail is failing or catching up: queue
             // behind that mail (in write order) instead of racing it.
@@ -195,29 +197,19 @@ impl Replication {
                 self.buffer(peer.name(), &key, &record);
                 continue;
             }
-            let ack = self.mail(peer.name(), key.clone(), record.clone()).await;
-            let tx = tx.clone();
-            self.tasks.spawn(async move {
-                let _ = tx.send(ack.await.unwrap_or(None)).await;
-            });
+            pending.push(self.mail(peer.name(), key.clone(), record.clone()).await);
         }
-        drop(tx);
-        if acked >= required {
-            return Ok(WriteOutcome { version: record.version, created: created.unwrap_or(true) });
-        }
-        let deadline = tokio::time::sleep(self.timeout);
-        tokio::pin!(deadline);
-        while acked < required {
-            tokio::select! {
-                ack = rx.recv() => match ack {
-                    Some(Some(was_created)) => {
+        if acked < required {
+            let deadline = tokio::time::sleep(self.timeout);
+            tokio::pin!(deadline);
+            while acked < required && !pending.is_empty() {
+                tokio::select! {
+                    ack = next_ack(&mut pending) => if let Some(was_created) = ack {
                         acked += 1;
                         created.get_or_insert(was_created);
-                    }
-                    Some(None) => {}
-                    None => break,
-                },
-                _ = &mut deadline => break,
+                    },
+                    _ = &mut deadline => break,
+                }
             }
         }
         if acked < required {
@@ -232,15 +224,16 @@ impl Replication {
         let (ack, answer) = oneshot::channel();
         let inbox = {
             let mut couriers = self.couriers.lock().expect("couriers lock");
-            couriers
-                .entry(peer.to_string())
-                .or_insert_with(|| {
+            match couriers.get(peer) {
+                Some(inbox) => inbox.clone(),
+                None => {
                     let (tx, rx) = mpsc::channel(courier::QUEUE);
                     let courier = courier::Courier::new(self.clone(), peer.to_string(), rx);
                     self.tasks.spawn(courier.run(self.stopped()));
+                    couriers.insert(peer.to_string(), tx.clone());
                     tx
-                })
-                .clone()
+                }
+            }
         };
         if let Err(mpsc::error::SendError(p)) = inbox.send(courier::Parcel { key, record, ack }).await {
             // The courier stopped (shutdown): keep the record for later.
@@ -342,4 +335,21 @@ impl Replication {
             }
         });
     }
+}
+
+/// The next answer among pending mail acks, in the order they come:
+/// `Some(created)` once a peer applied the record, `None` if it was buffered
+/// instead (or its courier went away). Polled in place, so a write waits on
+/// its replicas without a task per replica.
+async fn next_ack(pending: &mut Vec<oneshot::Receiver<Option<bool>>>) -> Option<bool> {
+    std::future::poll_fn(|cx| {
+        for i in 0..pending.len() {
+            if let std::task::Poll::Ready(answer) = std::future::Future::poll(std::pin::Pin::new(&mut pending[i]), cx) {
+                pending.swap_remove(i);
+                return std::task::Poll::Ready(answer.unwrap_or(None));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }

@@ -2,14 +2,15 @@
 //! [`MemStorage::reopen`] hands out a new handle over the same maps, which is
 //! what a restart looks like to an engine that keeps everything it was given.
 
-use super::{check_shard, count_delta, decide, Applied, AuxEntry, Page, Precondition, ShardCounts, Storage, StorageError};
+use super::{check_shard, count_delta, decide, Applied, AuxEntry, Page, Precondition, ShardCounts, StampFn, Storage, StorageError};
 use crate::types::{Record, ShardId};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock};
 
-type Shard = RwLock<(BTreeMap<Bytes, Record>, ShardCounts)>;
+type ShardData = (BTreeMap<Bytes, Record>, ShardCounts);
+type Shard = RwLock<ShardData>;
 type AuxTree = BTreeMap<Vec<u8>, Vec<u8>>;
 
 struct Inner {
@@ -41,6 +42,23 @@ impl MemStorage {
     fn shard(&self, shard: ShardId) -> Result<&Shard, StorageError> {
         Ok(&self.0.shards[check_shard(shard, self.shard_count())?])
     }
+
+    /// Last-writer-wins apply with the shard's write lock held.
+    fn apply_locked(&self, shard: ShardId, guard: &mut ShardData, key: &[u8], record: &Record, pre: Precondition) -> Applied {
+        let (map, counts) = guard;
+        let current = map.get(key).map(Record::head);
+        if let Some(outcome) = decide(current.as_ref(), record, pre) {
+            return outcome;
+        }
+        let (live, records) = count_delta(current.as_ref(), record);
+        counts.live = counts.live.saturating_add_signed(live);
+        counts.records = counts.records.saturating_add_signed(records);
+        let old = map.get(key).map(|r| crate::merkle::record_digest(key, r.version, r.value.as_deref()));
+        let new = crate::merkle::record_digest(key, record.version, record.value.as_deref());
+        self.0.trees.record(shard.0, key, old.as_ref(), &new);
+        map.insert(Bytes::copy_from_slice(key), record.clone());
+        Applied::Stored { previous: current }
+    }
 }
 
 impl Storage for MemStorage {
@@ -54,19 +72,21 @@ impl Storage for MemStorage {
 
     fn apply(&self, shard: ShardId, key: &[u8], record: &Record, pre: Precondition) -> Result<Applied, StorageError> {
         let mut guard = self.shard(shard)?.write().expect("shard lock");
-        let (map, counts) = &mut *guard;
-        let current = map.get(key).map(Record::head);
-        if let Some(outcome) = decide(current.as_ref(), record, pre) {
-            return Ok(outcome);
-        }
-        let (live, records) = count_delta(current.as_ref(), record);
-        counts.live = counts.live.saturating_add_signed(live);
-        counts.records = counts.records.saturating_add_signed(records);
-        let old = map.get(key).map(|r| crate::merkle::record_digest(key, r.version, r.value.as_deref()));
-        let new = crate::merkle::record_digest(key, record.version, record.value.as_deref());
-        self.0.trees.record(shard.0, key, old.as_ref(), &new);
-        map.insert(Bytes::copy_from_slice(key), record.clone());
-        Ok(Applied::Stored { previous: current })
+        Ok(self.apply_locked(shard, &mut guard, key, record, pre))
+    }
+
+    fn write_fresh(
+        &self,
+        shard: ShardId,
+        key: &[u8],
+        value: Option<Bytes>,
+        pre: Precondition,
+        stamp: StampFn<'_>,
+    ) -> Result<(Record, Applied), StorageError> {
+        let mut guard = self.shard(shard)?.write().expect("shard lock");
+        let record = Record { version: stamp()?, value };
+        let outcome = self.apply_locked(shard, &mut guard, key, &record, pre);
+        Ok((record, outcome))
     }
 
     fn scan(&self, shard: ShardId, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Page, StorageError> {

@@ -99,6 +99,24 @@ pub trait Storage: Send + Sync + 'static {
     /// different versions of one key end at the highest.
     fn apply(&self, shard: ShardId, key: &[u8], record: &Record, pre: Precondition) -> Result<Applied, StorageError>;
 
+    /// Writes a new version of `key`: `stamp` is called while the engine
+    /// holds the key against every other write, and the record it stamps
+    /// replaces the current one if `pre` holds.
+    ///
+    /// Why this needs no read before the write: the node's clock moves past
+    /// every version before that version is applied (and persists that), so
+    /// a stamp taken while the key is held is newer than anything the key
+    /// holds. An engine still checks the record it replaced and puts it back
+    /// if that was newer (a clock that broke the rule), reporting `Stale`.
+    fn write_fresh(
+        &self,
+        shard: ShardId,
+        key: &[u8],
+        value: Option<Bytes>,
+        pre: Precondition,
+        stamp: StampFn<'_>,
+    ) -> Result<(Record, Applied), StorageError>;
+
     /// Up to `limit` records with keys `> after` that start with `prefix`, in key order.
     fn scan(&self, shard: ShardId, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Page, StorageError>;
 
@@ -149,6 +167,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Names of the aux trees that start with `prefix` and hold entries.
     fn aux_trees(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
 }
+
+/// Makes the version of a fresh write (see [`Storage::write_fresh`]).
+pub type StampFn<'a> = &'a dyn Fn() -> Result<Version, StorageError>;
 
 /// A key and value of an aux tree.
 pub type AuxEntry = (Vec<u8>, Vec<u8>);

@@ -1,16 +1,20 @@
 //! The sled engine: one `sled::Db` per node; trees `meta` and `shard/NNNNN`
-//! (key → [`super::codec`] record). Per-key atomicity comes from
-//! sled's compare-and-swap; shard counts live in memory, rebuilt at open.
+//! (key → [`super::codec`] record). Every write of a key holds the key's
+//! stripe lock while it reads, decides and replaces, which makes it atomic per
+//! key; shard counts and Merkle trees live in memory, rebuilt at open.
 
 use super::{
-    aux_tree_name, check_shard, codec, count_delta, decide, Applied, AuxEntry, Page, Precondition, ShardCounts, Storage, StorageError,
+    aux_tree_name, check_shard, codec, count_delta, decide, Applied, AuxEntry, Page, Precondition, ShardCounts, StampFn, Storage,
+    StorageError,
 };
 use super::{DEFAULT_SHARDS, META_SHARDS};
-use crate::types::{Record, ShardId};
+use crate::merkle::Digest;
+use crate::types::{Record, RecordHead, ShardId, Version};
 use bytes::Bytes;
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 /// How to open a data dir.
 #[derive(Debug, Clone)]
@@ -34,7 +38,16 @@ pub struct SledStorage {
     shards: Vec<sled::Tree>,
     counts: Vec<Counters>,
     trees: crate::merkle::Trees,
+    stripes: Vec<Mutex<()>>,
 }
+
+/// Key stripes: enough that two writers rarely share one, few enough to
+/// cost nothing. A stripe is picked by (shard, Merkle leaf), both already
+/// derived from the key's hash.
+const STRIPES: usize = 4096;
+
+/// A replaced record's bytes and head.
+type Replaced = (Option<sled::IVec>, Option<RecordHead>);
 
 /// How long `open` waits for a data dir's lock before giving up.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -106,11 +119,40 @@ impl SledStorage {
             trees.push(tree);
             counts.push(c);
         }
-        Ok(SledStorage { db, meta, shards: trees, counts, trees: merkle })
+        let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
+        Ok(SledStorage { db, meta, shards: trees, counts, trees: merkle, stripes })
     }
 
     fn tree(&self, shard: ShardId) -> Result<&sled::Tree, StorageError> {
         Ok(&self.shards[check_shard(shard, self.shard_count())?])
+    }
+
+    /// Holds `key` (by its shard and leaf) against every other write of it.
+    fn hold(&self, shard: ShardId, leaf: u32) -> MutexGuard<'_, ()> {
+        let stripe = (shard.0 as usize * crate::merkle::LEAVES + leaf as usize) % STRIPES;
+        // A writer that panicked left no half-written state behind the lock
+        // (the record is replaced by one sled insert), so poisoning is moot.
+        self.stripes[stripe].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the key's record, with its stripe held and the decision made,
+    /// and accounts for the change. Returns the record replaced and its head.
+    fn replace(&self, tree: &sled::Tree, shard: ShardId, leaf: u32, key: &[u8], record: &Record) -> Result<Replaced, StorageError> {
+        let previous = tree.insert(key, codec::encode(record))?;
+        let head = previous.as_ref().map(|v| codec::decode_head(v)).transpose()?;
+        let old_digest = previous.as_ref().map(|v| codec::digest(key, v)).transpose()?;
+        self.account(shard, leaf, key, record, head.as_ref(), old_digest.as_ref());
+        Ok((previous, head))
+    }
+
+    /// Moves the key's Merkle leaf and its shard's counts from `previous` to `record`.
+    fn account(&self, shard: ShardId, leaf: u32, key: &[u8], record: &Record, previous: Option<&RecordHead>, old_digest: Option<&Digest>) {
+        let new_digest = crate::merkle::record_digest(key, record.version, record.value.as_deref());
+        self.trees.record_in_leaf(shard.0, leaf, old_digest, &new_digest);
+        let (live, records) = count_delta(previous, record);
+        let c = &self.counts[shard.0 as usize];
+        c.live.fetch_add(live, Ordering::Relaxed);
+        c.records.fetch_add(records, Ordering::Relaxed);
     }
 }
 
@@ -125,27 +167,44 @@ impl Storage for SledStorage {
 
     fn apply(&self, shard: ShardId, key: &[u8], record: &Record, pre: Precondition) -> Result<Applied, StorageError> {
         let tree = self.tree(shard)?;
-        let encoded = codec::encode(record);
-        loop {
-            let raw = tree.get(key)?;
-            let current = raw.as_ref().map(|v| codec::decode_head(v)).transpose()?;
-            if let Some(outcome) = decide(current.as_ref(), record, pre) {
-                return Ok(outcome);
+        let leaf = crate::merkle::leaf_of(key);
+        let _held = self.hold(shard, leaf);
+        let current = tree.get(key)?.map(|v| codec::decode_head(&v)).transpose()?;
+        if let Some(outcome) = decide(current.as_ref(), record, pre) {
+            return Ok(outcome);
+        }
+        self.replace(tree, shard, leaf, key, record)?;
+        Ok(Applied::Stored { previous: current })
+    }
+
+    fn write_fresh(
+        &self,
+        shard: ShardId,
+        key: &[u8],
+        value: Option<Bytes>,
+        pre: Precondition,
+        stamp: StampFn<'_>,
+    ) -> Result<(Record, Applied), StorageError> {
+        let tree = self.tree(shard)?;
+        let leaf = crate::merkle::leaf_of(key);
+        let _held = self.hold(shard, leaf);
+        if pre != Precondition::None {
+            let current = tree.get(key)?.map(|v| codec::decode_head(&v)).transpose()?;
+            if !pre.holds(current.as_ref()) {
+                let record = Record { version: Version::default(), value };
+                return Ok((record, Applied::PreconditionFailed { current }));
             }
-            let old_digest = raw.as_ref().map(|v| codec::digest(key, v)).transpose()?;
-            // Lost a race with another writer of this key: re-read and decide again.
-            if tree.compare_and_swap(key, raw, Some(encoded.as_slice()))?.is_err() {
-                continue;
+        }
+        let record = Record { version: stamp()?, value };
+        match self.replace(tree, shard, leaf, key, &record)? {
+            (Some(raw), Some(head)) if head.version >= record.version => {
+                // Only a clock that broke its rule gets here: restore the newer record.
+                tracing::warn!(shard = shard.0, current = %head.version, stamped = %record.version, "fresh stamp older than the stored record; kept the stored one");
+                let stored = codec::decode(&raw)?;
+                self.replace(tree, shard, leaf, key, &stored)?;
+                Ok((record, Applied::Stale { current: head }))
             }
-            // Each successful swap moves the leaf by exactly -old +new, and
-            // sums commute, so racing writers of one leaf cannot skew it.
-            let new_digest = crate::merkle::record_digest(key, record.version, record.value.as_deref());
-            self.trees.record(shard.0, key, old_digest.as_ref(), &new_digest);
-            let (live, records) = count_delta(current.as_ref(), record);
-            let c = &self.counts[shard.0 as usize];
-            c.live.fetch_add(live, Ordering::Relaxed);
-            c.records.fetch_add(records, Ordering::Relaxed);
-            return Ok(Applied::Stored { previous: current });
+            (_, previous) => Ok((record, Applied::Stored { previous })),
         }
     }
 
