@@ -301,3 +301,84 @@ fn hlc_stays_ahead_across_a_real_reopen_even_when_the_clock_goes_back() {
     let hlc = Hlc::open(clock, Arc::new(MetaHighWater(store))).unwrap();
     assert!(hlc.now().unwrap() > issued);
 }
+
+/// A data dir from before record format 2 (dir format v1, records without a
+/// value hash): it opens, reads, and its Merkle roots match the records; a
+/// write of a key stores it in format 2.
+#[test]
+fn a_format_1_data_dir_opens_and_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let version = Version { hlc: 5 << 16, node: 9 };
+    let key = b"old-key";
+    let shard = shard_of(key, SHARDS);
+    {
+        let db = sled::Config::new().path(&path).open().unwrap();
+        let meta = db.open_tree(migrations::META_TREE).unwrap();
+        meta.insert(migrations::FORMAT_VERSION_KEY, &1u32.to_be_bytes()).unwrap();
+        meta.insert(hearsay::storage::META_SHARDS, &SHARDS.to_be_bytes()).unwrap();
+        let format_1 = [&[1u8][..], &version.hlc.to_be_bytes(), &version.node.to_be_bytes(), &[1], b"old value"].concat();
+        db.open_tree(format!("shard/{:05}", shard.0)).unwrap().insert(key, format_1).unwrap();
+        db.flush().unwrap();
+    }
+    let opts = SledOptions { path: path.clone(), shards: Some(SHARDS), cache_bytes: 8 << 20 };
+    let store = SledStorage::open(&opts).unwrap();
+    let rec = store.get(shard, key).unwrap().unwrap();
+    assert_eq!(rec, Record { version, value: Some(Bytes::from_static(b"old value")) });
+    let mut expect = hearsay::merkle::ShardTree::default();
+    expect.update(hearsay::merkle::leaf_of(key), None, &hearsay::merkle::record_digest(key, version, Some(b"old value")));
+    assert_eq!(store.trees().shard(shard.0).root(), expect.root());
+    // Overwritten: the tree moves by exactly old -> new, the record is format 2.
+    let newer = Record { version: Version { hlc: 6 << 16, node: 9 }, value: Some(Bytes::from_static(b"new")) };
+    store.apply(shard, key, &newer, Precondition::None).unwrap();
+    let mut expect = hearsay::merkle::ShardTree::default();
+    expect.update(hearsay::merkle::leaf_of(key), None, &hearsay::merkle::record_digest(key, newer.version, Some(b"new")));
+    assert_eq!(store.trees().shard(shard.0).root(), expect.root());
+    drop(store);
+    let db = sled::Config::new().path(&path).open().unwrap();
+    let raw = db.open_tree(format!("shard/{:05}", shard.0)).unwrap().get(key).unwrap().unwrap();
+    assert_eq!(raw[0], 2, "rewritten in record format 2");
+    assert_eq!(
+        u32::from_be_bytes(
+            db.open_tree(migrations::META_TREE).unwrap().get(migrations::FORMAT_VERSION_KEY).unwrap().unwrap().as_ref().try_into().unwrap()
+        ),
+        2
+    );
+}
+
+/// Value bytes that changed on disk after they were written: at open the
+/// tree is built from the bytes held (so this replica's root now differs
+/// from its peers' and anti-entropy sees it), and the stored hash is made to
+/// match them, so later writes of the key keep the tree exact.
+#[test]
+fn a_value_that_rotted_on_disk_shows_in_the_tree_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let opts = SledOptions { path: path.clone(), shards: Some(SHARDS), cache_bytes: 8 << 20 };
+    let key = b"rot";
+    let shard = shard_of(key, SHARDS);
+    let version = Version { hlc: 7 << 16, node: 1 };
+    let store = SledStorage::open(&opts).unwrap();
+    store.apply(shard, key, &Record { version, value: Some(Bytes::from_static(b"good")) }, Precondition::None).unwrap();
+    drop(store);
+    {
+        let db = sled::Config::new().path(&path).open().unwrap();
+        let tree = db.open_tree(format!("shard/{:05}", shard.0)).unwrap();
+        let mut raw = tree.get(key).unwrap().unwrap().to_vec();
+        *raw.last_mut().unwrap() = b'x';
+        tree.insert(key, raw).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStorage::open(&opts).unwrap();
+    let root_of = |value: &[u8]| {
+        let mut t = hearsay::merkle::ShardTree::default();
+        t.update(hearsay::merkle::leaf_of(key), None, &hearsay::merkle::record_digest(key, version, Some(value)));
+        t.root()
+    };
+    assert_eq!(store.trees().shard(shard.0).root(), root_of(b"goox"));
+    let newer = Record { version: Version { hlc: 8 << 16, node: 1 }, value: Some(Bytes::from_static(b"fresh")) };
+    store.apply(shard, key, &newer, Precondition::None).unwrap();
+    let mut t = hearsay::merkle::ShardTree::default();
+    t.update(hearsay::merkle::leaf_of(key), None, &hearsay::merkle::record_digest(key, newer.version, Some(b"fresh")));
+    assert_eq!(store.trees().shard(shard.0).root(), t.root(), "the overwrite removed exactly what the tree held");
+}

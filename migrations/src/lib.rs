@@ -35,7 +35,10 @@ pub struct Migration {
 }
 
 /// Every step, in order. Append only; never edit a step that has shipped.
-pub const MIGRATIONS: &[Migration] = &[Migration { from: 0, name: "create-meta", apply: v0_create_meta }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { from: 0, name: "create-meta", apply: v0_create_meta },
+    Migration { from: 1, name: "record-format-2", apply: v1_record_format_2 },
+];
 
 /// The format this build writes.
 pub const CURRENT: u32 = MIGRATIONS.len() as u32;
@@ -45,6 +48,15 @@ fn v0_create_meta(db: &sled::Db) -> Result<(), sled::Error> {
     let meta = db.open_tree(META_TREE)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     meta.compare_and_swap(CREATED_AT_KEY, None as Option<&[u8]>, Some(&now.to_be_bytes()[..]))?.ok();
+    Ok(())
+}
+
+/// v1 → v2: records may carry their value hash (record format 2, see
+/// hearsay's `storage::codec`). Format-1 records stay readable and are
+/// rewritten when their key is next written, so there is nothing to copy:
+/// the step exists so that a hearsay which cannot read format 2 refuses
+/// the dir up front instead of failing on the first such record.
+fn v1_record_format_2(_db: &sled::Db) -> Result<(), sled::Error> {
     Ok(())
 }
 
@@ -102,15 +114,31 @@ mod tests {
         let db = open(dir.path());
         assert_eq!(format_version(&db).unwrap(), 0);
         let report = run(&db).unwrap();
-        assert_eq!(report, Report { from: 0, to: 1, applied: vec!["create-meta"] });
+        assert_eq!(report, Report { from: 0, to: 2, applied: vec!["create-meta", "record-format-2"] });
         let meta = db.open_tree(META_TREE).unwrap();
-        assert_eq!(meta.get(FORMAT_VERSION_KEY).unwrap().unwrap().as_ref(), 1u32.to_be_bytes());
+        assert_eq!(meta.get(FORMAT_VERSION_KEY).unwrap().unwrap().as_ref(), 2u32.to_be_bytes());
         assert_eq!(meta.get(CREATED_AT_KEY).unwrap().unwrap().len(), 8);
         // A tree handle keeps the Db (and its file lock) alive.
         drop((meta, db));
         // Reopened: already current, nothing to do.
         let db = open(dir.path());
-        assert_eq!(run(&db).unwrap(), Report { from: 1, to: 1, applied: vec![] });
+        assert_eq!(run(&db).unwrap(), Report { from: 2, to: 2, applied: vec![] });
+    }
+
+    #[test]
+    fn v1_becomes_v2_leaving_format_1_records_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let meta = db.open_tree(META_TREE).unwrap();
+        meta.insert(FORMAT_VERSION_KEY, &1u32.to_be_bytes()).unwrap();
+        meta.insert(CREATED_AT_KEY, &5u64.to_be_bytes()).unwrap();
+        let shard = db.open_tree("shard/00000").unwrap();
+        let v1_record = [&[1u8][..], &[0; 16], &[1], b"value"].concat();
+        shard.insert(b"key", v1_record.as_slice()).unwrap();
+        assert_eq!(run(&db).unwrap(), Report { from: 1, to: 2, applied: vec!["record-format-2"] });
+        assert_eq!(meta.get(FORMAT_VERSION_KEY).unwrap().unwrap().as_ref(), 2u32.to_be_bytes());
+        assert_eq!(meta.get(CREATED_AT_KEY).unwrap().unwrap().as_ref(), 5u64.to_be_bytes());
+        assert_eq!(shard.get(b"key").unwrap().unwrap().as_ref(), v1_record.as_slice());
     }
 
     #[test]
@@ -119,9 +147,9 @@ mod tests {
         let db = open(dir.path());
         db.open_tree(META_TREE).unwrap().insert(FORMAT_VERSION_KEY, &7u32.to_be_bytes()).unwrap();
         let err = run(&db).unwrap_err();
-        assert!(matches!(err, MigrationError::NewerFormat { found: 7, supported: 1 }));
+        assert!(matches!(err, MigrationError::NewerFormat { found: 7, supported: 2 }));
         let msg = err.to_string();
-        assert!(msg.contains("v7") && msg.contains("v1"), "{msg}");
+        assert!(msg.contains("v7") && msg.contains("v2"), "{msg}");
         assert_eq!(format_version(&db).unwrap(), 7, "a refused dir is left untouched");
     }
 

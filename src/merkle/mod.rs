@@ -37,16 +37,26 @@ pub fn wire_digest(d: &Digest) -> [u8; WIRE_DIGEST] {
 
 /// `h(r) = blake3(len ‖ key ‖ hlc ‖ node ‖ blake3(value or tombstone mark))`.
 pub fn record_digest(key: &[u8], version: Version, value: Option<&[u8]>) -> Digest {
-    let value_hash = match value {
-        Some(v) => blake3::Hasher::new().update(&[1]).update(v).finalize(),
-        None => blake3::hash(&[0]),
-    };
+    record_digest_with(key, version, &value_hash(value))
+}
+
+/// The inner `blake3(value or tombstone mark)` of [`record_digest`]; stored
+/// with each record so the digest of a stored record costs no value hashing.
+pub fn value_hash(value: Option<&[u8]>) -> Digest {
+    match value {
+        Some(v) => *blake3::Hasher::new().update(&[1]).update(v).finalize().as_bytes(),
+        None => *blake3::hash(&[0]).as_bytes(),
+    }
+}
+
+/// [`record_digest`] from an already computed [`value_hash`].
+pub fn record_digest_with(key: &[u8], version: Version, value_hash: &Digest) -> Digest {
     let mut h = blake3::Hasher::new();
     h.update(&(key.len() as u32).to_be_bytes());
     h.update(key);
     h.update(&version.hlc.to_be_bytes());
     h.update(&version.node.to_be_bytes());
-    h.update(value_hash.as_bytes());
+    h.update(value_hash);
     *h.finalize().as_bytes()
 }
 

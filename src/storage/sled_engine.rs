@@ -8,7 +8,6 @@ use super::{
     StorageError,
 };
 use super::{DEFAULT_SHARDS, META_SHARDS};
-use crate::merkle::Digest;
 use crate::types::{Record, RecordHead, ShardId, Version};
 use bytes::Bytes;
 use std::ops::Bound;
@@ -112,7 +111,16 @@ impl SledStorage {
             for item in tree.iter() {
                 let (k, v) = item?;
                 let head = codec::decode_head(&v)?;
-                merkle.record(s, &k, None, &codec::digest(&k, &v)?);
+                // Hashed from the bytes held, so a value that changed on disk
+                // after it was written shows in the tree (and anti-entropy finds it).
+                let (digest, rotted) = codec::digest_checked(&k, &v)?;
+                if rotted {
+                    // Re-hash what is held, so the stored hash and the tree
+                    // agree again; the record now differs from its other replicas.
+                    tracing::error!(shard = s, key = %crate::types::encode_key_bytes(&k), "stored value does not match its hash; anti-entropy will see this replica differ");
+                    tree.insert(&k, codec::encode(&codec::decode(&v)?))?;
+                }
+                merkle.record(s, &k, None, &digest);
                 c.records.fetch_add(1, Ordering::Relaxed);
                 c.live.fetch_add(i64::from(!head.tombstone), Ordering::Relaxed);
             }
@@ -138,21 +146,17 @@ impl SledStorage {
     /// Replaces the key's record, with its stripe held and the decision made,
     /// and accounts for the change. Returns the record replaced and its head.
     fn replace(&self, tree: &sled::Tree, shard: ShardId, leaf: u32, key: &[u8], record: &Record) -> Result<Replaced, StorageError> {
-        let previous = tree.insert(key, codec::encode(record))?;
+        let (encoded, value_hash) = codec::encode_hashed(record);
+        let previous = tree.insert(key, encoded)?;
         let head = previous.as_ref().map(|v| codec::decode_head(v)).transpose()?;
         let old_digest = previous.as_ref().map(|v| codec::digest(key, v)).transpose()?;
-        self.account(shard, leaf, key, record, head.as_ref(), old_digest.as_ref());
-        Ok((previous, head))
-    }
-
-    /// Moves the key's Merkle leaf and its shard's counts from `previous` to `record`.
-    fn account(&self, shard: ShardId, leaf: u32, key: &[u8], record: &Record, previous: Option<&RecordHead>, old_digest: Option<&Digest>) {
-        let new_digest = crate::merkle::record_digest(key, record.version, record.value.as_deref());
-        self.trees.record_in_leaf(shard.0, leaf, old_digest, &new_digest);
-        let (live, records) = count_delta(previous, record);
+        let new_digest = crate::merkle::record_digest_with(key, record.version, &value_hash);
+        self.trees.record_in_leaf(shard.0, leaf, old_digest.as_ref(), &new_digest);
+        let (live, records) = count_delta(head.as_ref(), record);
         let c = &self.counts[shard.0 as usize];
         c.live.fetch_add(live, Ordering::Relaxed);
         c.records.fetch_add(records, Ordering::Relaxed);
+        Ok((previous, head))
     }
 }
 
