@@ -174,9 +174,24 @@ impl Version {
     }
 }
 
+impl Version {
+    /// The text form `<hlc hex>-<node hex>` (as [`fmt::Display`] writes it),
+    /// without allocating: it goes into two headers of every write's answer.
+    pub fn hex(&self) -> [u8; 33] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 33];
+        for (i, part) in [self.hlc, self.node].into_iter().enumerate() {
+            for d in 0..16 {
+                out[i * 17 + d] = DIGITS[((part >> (60 - 4 * d)) & 0xf) as usize];
+            }
+        }
+        out
+    }
+}
+
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}-{:016x}", self.hlc, self.node)
+        f.write_str(std::str::from_utf8(&self.hex()).expect("hex digits are ASCII"))
     }
 }
 
@@ -263,6 +278,9 @@ mod tests {
         assert!(a < b && b < c);
         assert_eq!(c.to_string().parse::<Version>().unwrap(), c);
         assert!("zz".parse::<Version>().is_err());
+        let v = Version { hlc: 0x0123_4567_89ab_cdef, node: 0xfedc_ba98_7654_3210 };
+        assert_eq!(v.to_string(), "0123456789abcdef-fedcba9876543210");
+        assert_eq!(Version { hlc: 1, node: 0 }.to_string(), "0000000000000001-0000000000000000");
         assert!("0000000000000001-00000000000000zz".parse::<Version>().is_err());
     }
 

@@ -25,10 +25,12 @@ fn key_from(uri: &Uri) -> Result<Key, ApiError> {
 }
 
 fn etag(version: crate::types::Version) -> [(header::HeaderName, HeaderValue); 2] {
-    let v = version.to_string();
+    let hex = version.hex();
+    let mut quoted = [b'"'; 35];
+    quoted[1..34].copy_from_slice(&hex);
     [
-        (header::ETAG, HeaderValue::from_str(&format!("\"{v}\"")).expect("hex is a valid header")),
-        (header::HeaderName::from_static("x-hearsay-version"), HeaderValue::from_str(&v).expect("hex is a valid header")),
+        (header::ETAG, HeaderValue::from_bytes(&quoted).expect("hex is a valid header")),
+        (header::HeaderName::from_static("x-hearsay-version"), HeaderValue::from_bytes(&hex).expect("hex is a valid header")),
     ]
 }
 

@@ -189,7 +189,7 @@ impl Replication {
         } else {
             Record { version: self.kv.stamp()?, value }
         };
-        let mut pending = Vec::with_capacity(replicas.len());
+        let mut pending = Vec::new();
         for peer in replicas.iter().filter(|r| **r != self.me) {
             // A peer with undelivered mail is failing or catching up: queue
             // behind that mail (in write order) instead of racing it.

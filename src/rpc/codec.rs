@@ -20,10 +20,8 @@ pub enum CodecError {
 }
 
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT];
     // Serializing our own message types into a Vec cannot fail.
-    out.extend(postcard::to_stdvec(msg).expect("postcard serializes plain data"));
-    out
+    postcard::to_extend(msg, vec![FORMAT]).expect("postcard serializes plain data")
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
