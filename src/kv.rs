@@ -51,10 +51,7 @@ impl KvService {
     /// durable under `--sync=always`.
     pub async fn apply(&self, key: &Key, record: &Record, pre: Precondition) -> Result<Applied, KvError> {
         let outcome = self.apply_one(key, record, pre)?;
-        if let Applied::PreconditionFailed { current } = outcome {
-            return Err(KvError::PreconditionFailed { current: current.filter(|r| !r.tombstone).map(|r| r.version) });
-        }
-        self.wait_durable().await?;
+        self.settle(&outcome).await?;
         Ok(outcome)
     }
 
@@ -65,11 +62,17 @@ impl KvService {
         let shard = shard_of(key.as_bytes(), self.storage.shard_count());
         let stamp = || Ok(Version { hlc: self.hlc.now()?, node: self.node.tag() });
         let (record, outcome) = self.storage.write_fresh(shard, key.as_bytes(), value, pre, &stamp)?;
+        self.settle(&outcome).await?;
+        Ok((record, outcome))
+    }
+
+    /// A failed precondition becomes the error; anything stored is waited on
+    /// until durable under `--sync=always`.
+    async fn settle(&self, outcome: &Applied) -> Result<(), KvError> {
         if let Applied::PreconditionFailed { current } = outcome {
             return Err(KvError::PreconditionFailed { current: current.filter(|r| !r.tombstone).map(|r| r.version) });
         }
-        self.wait_durable().await?;
-        Ok((record, outcome))
+        self.wait_durable().await
     }
 
     /// Applies records received from a peer (advancing the clock past each)

@@ -108,6 +108,8 @@ pub trait Storage: Send + Sync + 'static {
     /// a stamp taken while the key is held is newer than anything the key
     /// holds. An engine still checks the record it replaced and puts it back
     /// if that was newer (a clock that broke the rule), reporting `Stale`.
+    /// The returned record is what was (or would have been) stored; after
+    /// `PreconditionFailed` its version means nothing.
     fn write_fresh(
         &self,
         shard: ShardId,
