@@ -301,7 +301,9 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Migrate { data_dir } => {
-            let db = sled::Config::new().path(&data_dir).open().with_context(|| format!("opening {}", data_dir.display()))?;
+            let opts =
+                hearsay::storage::sled_engine::SledOptions { path: data_dir.clone(), shards: None, cache_bytes: DEFAULT_CACHE_BYTES };
+            let db = hearsay::storage::sled_engine::open_db(&opts).with_context(|| format!("opening {}", data_dir.display()))?;
             let report = migrations::run(&db)?;
             db.flush()?;
             println!("data dir {} is at format v{} (was v{}; applied: {:?})", data_dir.display(), report.to, report.from, report.applied);

@@ -338,6 +338,8 @@ fn a_format_1_data_dir_opens_and_reads() {
     let db = sled::Config::new().path(&path).open().unwrap();
     let raw = db.open_tree(format!("shard/{:05}", shard.0)).unwrap().get(key).unwrap().unwrap();
     assert_eq!(raw[0], 2, "rewritten in record format 2");
+    let conf = String::from_utf8_lossy(&std::fs::read(path.join("conf")).unwrap()).into_owned();
+    assert!(conf.contains("segment_size: 524288"), "an existing dir keeps its segment size: {conf:?}");
     assert_eq!(
         u32::from_be_bytes(
             db.open_tree(migrations::META_TREE).unwrap().get(migrations::FORMAT_VERSION_KEY).unwrap().unwrap().as_ref().try_into().unwrap()
@@ -361,8 +363,10 @@ fn a_value_that_rotted_on_disk_shows_in_the_tree_after_restart() {
     let store = SledStorage::open(&opts).unwrap();
     store.apply(shard, key, &Record { version, value: Some(Bytes::from_static(b"good")) }, Precondition::None).unwrap();
     drop(store);
+    let conf = String::from_utf8_lossy(&std::fs::read(path.join("conf")).unwrap()).into_owned();
+    assert!(conf.contains(&format!("segment_size: {}", hearsay::storage::sled_engine::NEW_SEGMENT_BYTES)), "a new dir: {conf:?}");
     {
-        let db = sled::Config::new().path(&path).open().unwrap();
+        let db = sled::Config::new().path(&path).segment_size(hearsay::storage::sled_engine::NEW_SEGMENT_BYTES).open().unwrap();
         let tree = db.open_tree(format!("shard/{:05}", shard.0)).unwrap();
         let mut raw = tree.get(key).unwrap().unwrap().to_vec();
         *raw.last_mut().unwrap() = b'x';
@@ -381,4 +385,17 @@ fn a_value_that_rotted_on_disk_shows_in_the_tree_after_restart() {
     let mut t = hearsay::merkle::ShardTree::default();
     t.update(hearsay::merkle::leaf_of(key), None, &hearsay::merkle::record_digest(key, newer.version, Some(b"fresh")));
     assert_eq!(store.trees().shard(shard.0).root(), t.root(), "the overwrite removed exactly what the tree held");
+}
+
+/// `hearsay migrate` opens a data dir the way a node does (same sled
+/// settings), so it works on a dir a node created.
+#[test]
+fn hearsay_migrate_opens_a_dir_a_node_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    drop(SledStorage::open(&SledOptions { path: path.clone(), shards: Some(SHARDS), cache_bytes: 8 << 20 }).unwrap());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearsay")).arg("migrate").arg("--data-dir").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("format v2"), "{stdout}");
 }

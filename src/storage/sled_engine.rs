@@ -54,10 +54,14 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Opens sled, waiting out a lock that a just-closed handle in this process
 /// still holds: sled's background threads release it shortly after the
 /// last handle is dropped. Another process holding it gets a clear error.
-fn open_db(opts: &SledOptions) -> Result<sled::Db, StorageError> {
+pub fn open_db(opts: &SledOptions) -> Result<sled::Db, StorageError> {
     let start = std::time::Instant::now();
     loop {
-        let config = sled::Config::new().path(&opts.path).cache_capacity(opts.cache_bytes).mode(sled::Mode::HighThroughput);
+        let config = sled::Config::new()
+            .path(&opts.path)
+            .cache_capacity(opts.cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .segment_size(segment_size_for(&opts.path));
         match config.open() {
             Ok(db) => return Ok(db),
             Err(e) if e.to_string().contains("could not acquire lock") => {
@@ -68,6 +72,27 @@ fn open_db(opts: &SledOptions) -> Result<sled::Db, StorageError> {
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// sled's log segment size for a new data dir. With 1 KiB values, 8 MiB
+/// segments took ~15-20% less CPU per write than sled's default 512 KiB
+/// (fewer segments to account for, seal and write out), measured in one
+/// process doing inserts. sled fixes the size when a dir is created and
+/// refuses another one later, so an existing dir keeps the size it has.
+pub const NEW_SEGMENT_BYTES: usize = 8 << 20;
+/// sled's own default, for a dir whose stored size cannot be read.
+const SLED_DEFAULT_SEGMENT_BYTES: usize = 512 << 10;
+
+/// The segment size to open `path` with: the one stored in sled's `conf`
+/// file (a `segment_size: N` line) if the dir exists, else [`NEW_SEGMENT_BYTES`].
+fn segment_size_for(path: &std::path::Path) -> usize {
+    match std::fs::read(path.join("conf")) {
+        Ok(conf) => String::from_utf8_lossy(&conf)
+            .lines()
+            .find_map(|l| l.strip_prefix("segment_size: ").and_then(|n| n.trim().parse().ok()))
+            .unwrap_or(SLED_DEFAULT_SEGMENT_BYTES),
+        Err(_) => NEW_SEGMENT_BYTES,
     }
 }
 
