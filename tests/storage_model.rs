@@ -366,7 +366,7 @@ fn a_value_that_rotted_on_disk_shows_in_the_tree_after_restart() {
     let conf = String::from_utf8_lossy(&std::fs::read(path.join("conf")).unwrap()).into_owned();
     assert!(conf.contains(&format!("segment_size: {}", hearsay::storage::sled_engine::NEW_SEGMENT_BYTES)), "a new dir: {conf:?}");
     {
-        let db = sled::Config::new().path(&path).segment_size(hearsay::storage::sled_engine::NEW_SEGMENT_BYTES).open().unwrap();
+        let db = hearsay::storage::sled_engine::open_db(&opts).unwrap();
         let tree = db.open_tree(format!("shard/{:05}", shard.0)).unwrap();
         let mut raw = tree.get(key).unwrap().unwrap().to_vec();
         *raw.last_mut().unwrap() = b'x';
