@@ -348,43 +348,71 @@ fn a_format_1_data_dir_opens_and_reads() {
     );
 }
 
-/// Value bytes that changed on disk after they were written: at open the
-/// tree is built from the bytes held (so this replica's root now differs
-/// from its peers' and anti-entropy sees it), and the stored hash is made to
-/// match them, so later writes of the key keep the tree exact.
+/// Records damaged on disk (a value that no longer matches its stored hash,
+/// a header that no longer decodes) are moved to the quarantine at open:
+/// the node starts, serves no damaged bytes, its tree holds only sound
+/// records (so anti-entropy sees the keys missing and brings them back), and
+/// the raw bytes stay for inspection. Later writes of those keys are exact.
 #[test]
-fn a_value_that_rotted_on_disk_shows_in_the_tree_after_restart() {
+fn damaged_records_are_quarantined_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let opts = SledOptions { path: path.clone(), shards: Some(SHARDS), cache_bytes: 8 << 20 };
-    let key = b"rot";
-    let shard = shard_of(key, SHARDS);
     let version = Version { hlc: 7 << 16, node: 1 };
+    let value = |v: &'static [u8]| Record { version, value: Some(Bytes::from_static(v)) };
     let store = SledStorage::open(&opts).unwrap();
-    store.apply(shard, key, &Record { version, value: Some(Bytes::from_static(b"good")) }, Precondition::None).unwrap();
+    for key in [&b"rot"[..], b"bad", b"good"] {
+        store.apply(shard_of(key, SHARDS), key, &value(b"good"), Precondition::None).unwrap();
+    }
     drop(store);
     let conf = String::from_utf8_lossy(&std::fs::read(path.join("conf")).unwrap()).into_owned();
     assert!(conf.contains(&format!("segment_size: {}", hearsay::storage::sled_engine::NEW_SEGMENT_BYTES)), "a new dir: {conf:?}");
+    let mut damaged = Vec::new();
     {
         let db = hearsay::storage::sled_engine::open_db(&opts).unwrap();
-        let tree = db.open_tree(format!("shard/{:05}", shard.0)).unwrap();
-        let mut raw = tree.get(key).unwrap().unwrap().to_vec();
-        *raw.last_mut().unwrap() = b'x';
-        tree.insert(key, raw).unwrap();
+        for (key, damage) in [(&b"rot"[..], 0usize), (b"bad", 1)] {
+            let shard = shard_of(key, SHARDS);
+            let tree = db.open_tree(hearsay::storage::sled_engine::shard_tree_name(shard.0)).unwrap();
+            let mut raw = tree.get(key).unwrap().unwrap().to_vec();
+            if damage == 0 {
+                *raw.last_mut().unwrap() = b'x';
+            } else {
+                raw[0] = 0xEE;
+            }
+            tree.insert(key, raw.clone()).unwrap();
+            damaged.push((key, shard, raw));
+        }
         db.flush().unwrap();
     }
-    let store = SledStorage::open(&opts).unwrap();
-    let root_of = |value: &[u8]| {
+    let store = SledStorage::open(&opts).expect("damaged records do not stop the store from opening");
+    let good = shard_of(b"good", SHARDS);
+    assert_eq!(store.get(good, b"good").unwrap(), Some(value(b"good")));
+    let root_with = |keys: &[&[u8]]| {
         let mut t = hearsay::merkle::ShardTree::default();
-        t.update(hearsay::merkle::leaf_of(key), None, &hearsay::merkle::record_digest(key, version, Some(value)));
+        for k in keys {
+            t.update(hearsay::merkle::leaf_of(k), None, &hearsay::merkle::record_digest(k, version, Some(b"good")));
+        }
         t.root()
     };
-    assert_eq!(store.trees().shard(shard.0).root(), root_of(b"goox"));
-    let newer = Record { version: Version { hlc: 8 << 16, node: 1 }, value: Some(Bytes::from_static(b"fresh")) };
-    store.apply(shard, key, &newer, Precondition::None).unwrap();
-    let mut t = hearsay::merkle::ShardTree::default();
-    t.update(hearsay::merkle::leaf_of(key), None, &hearsay::merkle::record_digest(key, newer.version, Some(b"fresh")));
-    assert_eq!(store.trees().shard(shard.0).root(), t.root(), "the overwrite removed exactly what the tree held");
+    let moved: std::collections::BTreeSet<u32> = damaged.iter().map(|(_, s, _)| s.0).collect();
+    assert_eq!(store.quarantine().moved_at_open, moved);
+    assert_eq!(store.quarantine().total(), 2);
+    for (key, shard, raw) in &damaged {
+        assert_eq!(store.get(*shard, key).unwrap(), None, "no damaged bytes are served");
+        let held = store.aux_get(hearsay::storage::QUARANTINE_TREE, &[&shard.0.to_be_bytes()[..], key].concat()).unwrap();
+        assert_eq!(held.as_deref(), Some(&raw[..]), "the raw bytes are kept as found");
+        let expected: Vec<&[u8]> = if *shard == good { vec![b"good"] } else { vec![] };
+        assert_eq!(store.trees().shard(shard.0).root(), root_with(&expected), "the tree holds only sound records");
+        assert_eq!(store.counts(*shard).records, expected.len() as u64);
+    }
+    // A peer's copy arrives (as anti-entropy would bring it) and is stored.
+    let (rot_key, rot_shard, _) = &damaged[0];
+    assert_eq!(store.apply(*rot_shard, rot_key, &value(b"good"), Precondition::None).unwrap(), Applied::Stored { previous: None });
+    drop(store);
+    let store = SledStorage::open(&opts).unwrap();
+    assert!(store.quarantine().moved_at_open.is_empty(), "nothing new to move on the next open");
+    assert_eq!(store.quarantine().total(), 2, "the quarantine keeps what it holds");
+    assert_eq!(store.get(*rot_shard, rot_key).unwrap(), Some(value(b"good")));
 }
 
 /// `hearsay migrate` opens a data dir the way a node does (same sled

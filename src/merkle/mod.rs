@@ -5,8 +5,8 @@
 //! A leaf is the sum (mod 2^256) of [`record_digest`] over its records, so a
 //! write updates it in O(1) as `leaf - h(old) + h(new)` without reading the
 //! leaf's other records, and concurrent updates commute. The digest covers
-//! key, version and value hash, so bytes that rot under an unchanged version
-//! change the leaf too. Inner nodes and the root are domain-separated blake3
+//! key, version and value hash, so replicas whose values differ under one
+//! version differ in the tree too. Inner nodes and the root are domain-separated blake3
 //! over their children, recomputed lazily when asked for.
 //! The pure comparison of two trees is in [`diff`].
 

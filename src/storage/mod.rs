@@ -168,7 +168,35 @@ pub trait Storage: Send + Sync + 'static {
     fn aux_scan(&self, tree: &str, after: Option<&[u8]>, limit: usize) -> Result<Vec<AuxEntry>, StorageError>;
     /// Names of the aux trees that start with `prefix` and hold entries.
     fn aux_trees(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+
+    /// Records found damaged when the store was opened and moved out of
+    /// their shards (an engine without a disk never has any).
+    fn quarantine(&self) -> Quarantine {
+        Quarantine::default()
+    }
 }
+
+/// Records a store set aside at open because their bytes no longer match
+/// their value hash or no longer decode. Each lies in the aux tree
+/// [`QUARANTINE_TREE`] under `shard (4 bytes BE) ‖ key`, as found, for an
+/// operator to inspect; its shard holds no record of the key until a peer's
+/// copy arrives by anti-entropy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Quarantine {
+    /// Records the quarantine holds, per shard (from this and earlier opens).
+    pub held: std::collections::BTreeMap<u32, u64>,
+    /// Shards that had records moved by this open: they need repair first.
+    pub moved_at_open: std::collections::BTreeSet<u32>,
+}
+
+impl Quarantine {
+    pub fn total(&self) -> u64 {
+        self.held.values().sum()
+    }
+}
+
+/// Aux tree of quarantined records (see [`Quarantine`]).
+pub const QUARANTINE_TREE: &str = "quarantine";
 
 /// Makes the version of a fresh write (see [`Storage::write_fresh`]).
 pub type StampFn<'a> = &'a dyn Fn() -> Result<Version, StorageError>;

@@ -1,11 +1,15 @@
 //! The sled engine: one `sled::Db` per node; trees `meta` and `shard/NNNNN`
 //! (key → [`super::codec`] record). Every write of a key holds the key's
 //! stripe lock while it reads, decides and replaces, which makes it atomic per
-//! key; shard counts and Merkle trees live in memory, rebuilt at open.
+//! key; shard counts and Merkle trees live in memory, rebuilt at open. The
+//! rebuild checks every value against its stored hash and moves a record that
+//! fails (or no longer decodes) to the quarantine ([`super::Quarantine`]), so
+//! a damaged record never stops a node from starting and is restored from a
+//! peer instead of served.
 
 use super::{
-    aux_tree_name, check_shard, codec, count_delta, decide, Applied, AuxEntry, Page, Precondition, ShardCounts, StampFn, Storage,
-    StorageError,
+    aux_tree_name, check_shard, codec, count_delta, decide, Applied, AuxEntry, Page, Precondition, Quarantine, ShardCounts, StampFn,
+    Storage, StorageError, QUARANTINE_TREE,
 };
 use super::{DEFAULT_SHARDS, META_SHARDS};
 use crate::types::{Record, RecordHead, ShardId, Version};
@@ -38,6 +42,7 @@ pub struct SledStorage {
     counts: Vec<Counters>,
     trees: crate::merkle::Trees,
     stripes: Vec<Mutex<()>>,
+    quarantine: Quarantine,
 }
 
 /// Key stripes: enough that two writers rarely share one, few enough to
@@ -96,6 +101,21 @@ fn segment_size_for(path: &std::path::Path) -> usize {
     }
 }
 
+/// A stored record's head and Merkle digest, hashed from the value bytes
+/// held; an error says why the record cannot be trusted (it does not decode,
+/// or its value no longer matches the hash stored with it).
+fn check_record(key: &[u8], bytes: &[u8]) -> Result<(RecordHead, crate::merkle::Digest), String> {
+    let head = codec::decode_head(bytes).map_err(|e| e.to_string())?;
+    match codec::digest_checked(key, bytes).map_err(|e| e.to_string())? {
+        (_, true) => Err("value bytes do not match the value hash stored with them".into()),
+        (digest, false) => Ok((head, digest)),
+    }
+}
+
+fn quarantine_key(shard: u32, key: &[u8]) -> Vec<u8> {
+    [&shard.to_be_bytes()[..], key].concat()
+}
+
 pub fn shard_tree_name(shard: u32) -> String {
     format!("shard/{shard:05}")
 }
@@ -130,30 +150,45 @@ impl SledStorage {
         let mut trees = Vec::with_capacity(shards as usize);
         let mut counts = Vec::with_capacity(shards as usize);
         let merkle = crate::merkle::Trees::new(shards);
+        let quarantine_tree = db.open_tree(aux_tree_name(QUARANTINE_TREE))?;
+        let mut quarantine = Quarantine::default();
         for s in 0..shards {
             let tree = db.open_tree(shard_tree_name(s))?;
             let c = Counters::default();
+            let mut damaged = Vec::new();
             for item in tree.iter() {
                 let (k, v) = item?;
-                let head = codec::decode_head(&v)?;
-                // Hashed from the bytes held, so a value that changed on disk
-                // after it was written shows in the tree (and anti-entropy finds it).
-                let (digest, rotted) = codec::digest_checked(&k, &v)?;
-                if rotted {
-                    // Re-hash what is held, so the stored hash and the tree
-                    // agree again; the record now differs from its other replicas.
-                    tracing::error!(shard = s, key = %crate::types::encode_key_bytes(&k), "stored value does not match its hash; anti-entropy will see this replica differ");
-                    tree.insert(&k, codec::encode(&codec::decode(&v)?))?;
+                match check_record(&k, &v) {
+                    Ok((head, digest)) => {
+                        merkle.record(s, &k, None, &digest);
+                        c.records.fetch_add(1, Ordering::Relaxed);
+                        c.live.fetch_add(i64::from(!head.tombstone), Ordering::Relaxed);
+                    }
+                    Err(why) => damaged.push((k, v, why)),
                 }
-                merkle.record(s, &k, None, &digest);
-                c.records.fetch_add(1, Ordering::Relaxed);
-                c.live.fetch_add(i64::from(!head.tombstone), Ordering::Relaxed);
+            }
+            for (k, v, why) in damaged {
+                tracing::error!(shard = s, key = %crate::types::encode_key_bytes(&k), %why, "damaged record quarantined; anti-entropy will restore it from a peer");
+                // Copied before it is removed: a crash in between leaves it
+                // in both places, and the next open moves it again.
+                quarantine_tree.insert(quarantine_key(s, &k), v)?;
+                tree.remove(&k)?;
+                quarantine.moved_at_open.insert(s);
             }
             trees.push(tree);
             counts.push(c);
         }
+        if !quarantine.moved_at_open.is_empty() {
+            db.flush()?;
+        }
+        for item in quarantine_tree.iter() {
+            let (k, _) = item?;
+            if let Some(s) = k.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
+                *quarantine.held.entry(u32::from_be_bytes(s)).or_default() += 1;
+            }
+        }
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
-        Ok(SledStorage { db, meta, shards: trees, counts, trees: merkle, stripes })
+        Ok(SledStorage { db, meta, shards: trees, counts, trees: merkle, stripes, quarantine })
     }
 
     fn tree(&self, shard: ShardId) -> Result<&sled::Tree, StorageError> {
@@ -303,6 +338,10 @@ impl Storage for SledStorage {
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
         self.meta.insert(key, value)?;
         Ok(())
+    }
+
+    fn quarantine(&self) -> Quarantine {
+        self.quarantine.clone()
     }
 
     fn aux_put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
