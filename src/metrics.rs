@@ -46,6 +46,7 @@ pub struct Metrics {
     pub shard_keys: Family<ShardLabels, Gauge>,
     pub shard_records: Family<ShardLabels, Gauge>,
     pub storage_bytes: Gauge<u64, AtomicU64>,
+    pub quarantined: Gauge<u64, AtomicU64>,
     pub wire: WireStats,
     pub mail_dropped: Family<PeerLabels, Counter>,
     pub mail_pending: Family<PeerLabels, Gauge>,
@@ -71,6 +72,7 @@ impl Metrics {
         let shard_keys = Family::<ShardLabels, Gauge>::default();
         let shard_records = Family::<ShardLabels, Gauge>::default();
         let storage_bytes = Gauge::<u64, AtomicU64>::default();
+        let quarantined = Gauge::<u64, AtomicU64>::default();
         let wire = WireStats::default();
         let mail_dropped = Family::<PeerLabels, Counter>::default();
         let mail_pending = Family::<PeerLabels, Gauge>::default();
@@ -97,6 +99,11 @@ impl Metrics {
         registry.register("shard_keys", "Live keys stored per shard on this node", shard_keys.clone());
         registry.register("shard_records", "Records (values and tombstones) per shard on this node", shard_records.clone());
         registry.register("storage_bytes", "Bytes the storage engine occupies on disk", storage_bytes.clone());
+        registry.register(
+            "quarantined_records",
+            "Damaged records moved aside at open (held for inspection in the data dir's quarantine tree)",
+            quarantined.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -104,6 +111,7 @@ impl Metrics {
             shard_keys,
             shard_records,
             storage_bytes,
+            quarantined,
             wire,
             mail_dropped,
             mail_pending,

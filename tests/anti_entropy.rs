@@ -341,3 +341,64 @@ async fn a_node_down_during_a_schedule_change_adopts_it_when_back() {
     })
     .await;
 }
+
+/// A record damaged on one replica's disk is quarantined when that node
+/// starts (it never serves the damaged bytes), and the run the node starts
+/// by itself for the shard brings the peers' copy back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_damaged_on_disk_is_quarantined_and_restored_from_a_peer() {
+    let mut cluster = TestCluster::start(3, opts()).await;
+    let c0 = cluster.client(0);
+    for i in 0..20 {
+        let r = c0.put(format!("dmg/{i}").as_bytes(), format!("value {i}"), "w=all").await.unwrap();
+        assert!(r.status.is_success(), "{}", r.text());
+    }
+    let key = b"dmg/7";
+    let shards = opts().shards.unwrap();
+    let shard = shard_of(key, shards);
+    cluster.node(2).stop().await;
+    let damaged = {
+        let path = cluster.node(2).data_dir();
+        let db = hearsay::storage::sled_engine::open_db(&hearsay::storage::sled_engine::SledOptions {
+            path,
+            shards: Some(shards),
+            cache_bytes: 8 << 20,
+        })
+        .unwrap();
+        let tree = db.open_tree(hearsay::storage::sled_engine::shard_tree_name(shard.0)).unwrap();
+        let mut raw = tree.get(key).unwrap().expect("n3 holds the key").to_vec();
+        *raw.last_mut().unwrap() ^= 0x20;
+        tree.insert(key, raw.clone()).unwrap();
+        db.flush().unwrap();
+        raw
+    };
+    cluster.node(2).start_again().await;
+    let c2 = cluster.client(2);
+    let r = c2.get(key, "r=one").await.unwrap();
+    assert!(r.status == StatusCode::NOT_FOUND || r.text() == "value 7", "served {} {:?}", r.status, r.body);
+    assert!(damaged.ends_with(b"value \x17"), "the value itself was damaged");
+    wait_until("the quarantined record is restored from a peer", Duration::from_secs(20), || {
+        let c2 = c2.clone();
+        async move { c2.get(key, "r=one").await.is_ok_and(|r| r.status == StatusCode::OK && r.text() == "value 7") }
+    })
+    .await;
+    wait_until("all roots equal", Duration::from_secs(20), || {
+        let cs = clients(&cluster);
+        async move { all_roots_equal(&cs).await }
+    })
+    .await;
+    let info = c2.get_path("/admin/shards").await.unwrap().json();
+    let held: Vec<(u64, u64)> = info["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_u64().unwrap(), s["quarantined"].as_u64().unwrap()))
+        .filter(|(_, q)| *q > 0)
+        .collect();
+    assert_eq!(held, vec![(u64::from(shard.0), 1)], "{info}");
+    let metrics = c2.get_path("/metrics").await.unwrap().text();
+    assert!(metrics.lines().any(|l| l == "hearsay_quarantined_records 1"), "{metrics}");
+    let status = c2.get_path("/admin/anti-entropy").await.unwrap().json();
+    let own_run = status["history"].as_array().unwrap().iter().any(|r| r["outcome"] == "completed" && r["shards_total"] == 1);
+    assert!(own_run, "n3 ran a repair of the one shard by itself: {status}");
+}

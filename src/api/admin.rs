@@ -43,6 +43,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         st.metrics.shard_records.get_or_create(&label).set(counts.records as i64);
     }
     st.metrics.storage_bytes.set(storage.size_on_disk());
+    st.metrics.quarantined.set(storage.quarantine().total());
     let now = {
         use crate::clock::Clock;
         crate::clock::SystemClock.now_ms()
@@ -74,6 +75,8 @@ struct ShardInfo {
     dirty_peers: Vec<String>,
     /// Unix ms the shard was last verified equal on all replicas (by a run on this node).
     last_verified_ms: Option<u64>,
+    /// Damaged records of this shard moved aside at open (see README, "Damaged records").
+    quarantined: u64,
 }
 
 pub async fn shards(State(st): State<AppState>) -> Json<serde_json::Value> {
@@ -82,6 +85,7 @@ pub async fn shards(State(st): State<AppState>) -> Json<serde_json::Value> {
     let members = st.repl.membership.members();
     let dirty: Vec<(String, Vec<u32>)> = members.iter().map(|m| (m.id.clone(), st.repl.mailbox.dirty_shards(&m.id))).collect();
     let verified = st.ae.last_verified();
+    let quarantine = storage.quarantine();
     let shards: Vec<ShardInfo> = (0..storage.shard_count())
         .map(|s| {
             let c = storage.counts(ShardId(s));
@@ -89,7 +93,8 @@ pub async fn shards(State(st): State<AppState>) -> Json<serde_json::Value> {
             let root = crate::merkle::hex(&storage.trees().shard(s).root());
             let dirty_peers = dirty.iter().filter(|(_, d)| d.contains(&s)).map(|(p, _)| p.clone()).collect();
             let last_verified_ms = verified.get(s as usize).copied().flatten();
-            ShardInfo { id: s, replicas, keys: c.live, records: c.records, root, dirty_peers, last_verified_ms }
+            let quarantined = quarantine.held.get(&s).copied().unwrap_or(0);
+            ShardInfo { id: s, replicas, keys: c.live, records: c.records, root, dirty_peers, last_verified_ms, quarantined }
         })
         .collect();
     Json(json!({ "node": st.node, "shard_count": storage.shard_count(), "shards": shards }))

@@ -24,6 +24,9 @@ const HISTORY_TREE: &str = "ae/history";
 const HISTORY_MAX: usize = 50;
 const META_SCHEDULE: &str = "ae_schedule";
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
+/// How often a node that quarantined records at open checks whether the
+/// cluster is known, to start the run that restores them.
+const QUARANTINE_READY_CHECK: Duration = Duration::from_millis(200);
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -129,7 +132,22 @@ impl AntiEntropy {
         })
     }
 
-    /// Shards this node replicates (or the requested ones), dirty ones first.
+    /// Shards this node replicates that had records quarantined when the
+    /// store opened and have not been verified since: their copy here lacks
+    /// those records until a run brings them back.
+    fn unrepaired_quarantine(&self) -> Vec<u32> {
+        let verified = self.verified.lock().expect("verified lock");
+        let placement = self.repl.membership.placement();
+        let moved = self.repl.kv.storage().quarantine().moved_at_open;
+        moved
+            .into_iter()
+            .filter(|s| verified.get(*s as usize).is_some_and(Option::is_none))
+            .filter(|s| placement.replicas(ShardId(*s)).contains(self.repl.me()))
+            .collect()
+    }
+
+    /// Shards this node replicates (or the requested ones): dirty ones and
+    /// ones with unrepaired quarantined records first.
     fn plan_shards(&self, requested: Option<Vec<u32>>) -> Result<Vec<ShardId>, RepairError> {
         let shards = self.repl.membership.shards();
         let placement = self.repl.membership.placement();
@@ -142,8 +160,9 @@ impl AntiEntropy {
             }
             None => (0..shards).filter(|s| placement.replicas(ShardId(*s)).contains(self.repl.me())).collect(),
         };
-        let dirty: BTreeSet<u32> = self.repl.membership.members().iter().flat_map(|m| self.repl.mailbox.dirty_shards(&m.id)).collect();
-        let (mut first, rest): (Vec<u32>, Vec<u32>) = mine.into_iter().partition(|s| dirty.contains(s));
+        let mut urgent: BTreeSet<u32> = self.repl.membership.members().iter().flat_map(|m| self.repl.mailbox.dirty_shards(&m.id)).collect();
+        urgent.extend(self.unrepaired_quarantine());
+        let (mut first, rest): (Vec<u32>, Vec<u32>) = mine.into_iter().partition(|s| urgent.contains(s));
         first.extend(rest);
         Ok(first.into_iter().map(ShardId).collect())
     }
@@ -287,9 +306,19 @@ impl AntiEntropy {
         tokio::pin!(shutdown);
         let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
         let mut next_run = self.next_run();
+        // Records quarantined at open are missing here until a run restores
+        // them, so such shards get a run as soon as the cluster is known.
+        let mut quarantined = !self.repl.kv.storage().quarantine().moved_at_open.is_empty();
+        let mut ready_check = tokio::time::interval(QUARANTINE_READY_CHECK);
         loop {
             let changed = self.schedule_changed.notified();
             tokio::select! {
+                _ = ready_check.tick(), if quarantined => {
+                    if self.repl.membership.is_ready() {
+                        quarantined = false;
+                        self.repair_quarantine();
+                    }
+                }
                 _ = announce.tick() => {
                     self.announce_schedule();
                     continue;
@@ -305,6 +334,23 @@ impl AntiEntropy {
                 }
                 _ = changed => next_run = self.next_run(),
                 _ = &mut shutdown => return,
+            }
+        }
+    }
+
+    fn repair_quarantine(self: &Arc<Self>) {
+        let shards = self.unrepaired_quarantine();
+        if shards.is_empty() {
+            return;
+        }
+        if !self.schedule().enabled {
+            tracing::warn!(?shards, "records were quarantined at open and anti-entropy is off: POST /admin/anti-entropy to restore them");
+            return;
+        }
+        match self.start(Some(shards.clone()), RunMode::Ring) {
+            Ok(id) => tracing::info!(run = %id, ?shards, "anti-entropy run for shards with quarantined records"),
+            Err(e) => {
+                tracing::warn!(error = %e, ?shards, "no run for quarantined records yet; the next scheduled run takes their shards first")
             }
         }
     }
