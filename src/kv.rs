@@ -26,6 +26,19 @@ pub struct KeyPage {
     pub more: bool,
 }
 
+impl KeyPage {
+    /// The first `limit` of keys gathered from sources that each gave their
+    /// first `limit + 1` (or `limit` and said `more`): any key beyond those
+    /// follows every key a source gave, so the merged page is exact.
+    pub fn merged(mut keys: Vec<Bytes>, source_had_more: bool, limit: usize) -> KeyPage {
+        keys.sort_unstable();
+        keys.dedup();
+        let more = source_had_more || keys.len() > limit;
+        keys.truncate(limit);
+        KeyPage { keys, more }
+    }
+}
+
 pub struct KvService {
     storage: Arc<dyn Storage>,
     hlc: Arc<Hlc>,
@@ -115,15 +128,14 @@ impl KvService {
     /// Live keys starting with `prefix` and greater than `after`, in byte
     /// order, at most `limit`: each shard contributes its first `limit`
     /// matches and the merge keeps the smallest.
-    pub fn list(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<KeyPage, KvError> {
+    /// Live keys of `shards` that start with `prefix` and follow `after`, in
+    /// key order, at most `limit` of them.
+    pub fn list(&self, shards: &[u32], prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<KeyPage, KvError> {
         let mut all = Vec::new();
-        for s in 0..self.storage.shard_count() {
+        for &s in shards {
             all.extend(self.live_keys(crate::types::ShardId(s), prefix, after, limit + 1)?);
         }
-        all.sort_unstable();
-        let more = all.len() > limit;
-        all.truncate(limit);
-        Ok(KeyPage { keys: all, more })
+        Ok(KeyPage::merged(all, false, limit))
     }
 
     fn live_keys(&self, shard: crate::types::ShardId, prefix: &[u8], after: Option<&[u8]>, want: usize) -> Result<Vec<Bytes>, KvError> {

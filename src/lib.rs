@@ -9,7 +9,7 @@
 //! - [`placement`] which members replicate a shard, in ring order (pure)
 //! - [`membership`] the static member view learned from seeds
 //! - [`rpc`]       peer messages, their codec, request MACs, the peer client
-//! - [`replication`] the coordinator: direct mail, w/r levels, read repair, retry buffer
+//! - [`replication`] the coordinator: direct mail, w/r levels, read repair, retry buffer, cluster-wide listing
 //! - [`repair`]    anti-entropy: Merkle exchange, closed-loop ring runs, schedule
 //! - [`api`]       public, admin and internal HTTP routes, JSON errors, request metrics
 //! - [`metrics`]   the Prometheus registry and metric families

@@ -273,3 +273,75 @@ async fn unauthenticated_or_malformed_peer_requests_change_nothing() {
     let r = c.send(Method::POST, "/internal/apply", &[(HEADER, &ok)], Bytes::from(batch)).await.unwrap();
     assert_eq!(r.status, StatusCode::OK);
 }
+
+/// Every key under `prefix`, paging `limit` at a time through `GET /v1/kv` on `c`.
+async fn list_all(c: &Client, prefix: &str, limit: usize) -> Result<Vec<String>, String> {
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/kv?prefix={prefix}&limit={limit}&after={a}"),
+            None => format!("/v1/kv?prefix={prefix}&limit={limit}"),
+        };
+        let r = c.get_path(&path).await.unwrap();
+        if r.status != StatusCode::OK {
+            return Err(format!("{} {}", r.status, r.text()));
+        }
+        let body = r.json();
+        let keys = body["keys"].as_array().unwrap();
+        assert!(keys.len() <= limit, "{body}");
+        seen.extend(keys.iter().map(|k| k.as_str().unwrap().to_string()));
+        match body["next_after"].as_str() {
+            Some(a) => after = Some(a.to_string()),
+            None => return Ok(seen),
+        }
+    }
+}
+
+/// With RF below the cluster size no node holds every shard; a listing on
+/// any node still returns every live key, in order, across pages. With a
+/// node down it reads that node's shards from their other replica; with both
+/// replicas of a shard down it fails with 503 instead of leaving keys out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_covers_every_shard_when_no_node_holds_them_all() {
+    let mut cluster = TestCluster::start(4, NodeOpts { rf: 2, ..opts() }).await;
+    let mut expected: Vec<String> = (0..90).map(|i| format!("all/{i:03}")).collect();
+    for i in 0..90 {
+        let r = cluster.client(i % 4).put(format!("all/{i:03}").as_bytes(), "v", "w=all").await.unwrap();
+        assert!(r.status.is_success(), "{}", r.text());
+    }
+    let gone = cluster.client(1).delete(b"all/042", "w=all").await.unwrap();
+    assert!(gone.status.is_success());
+    expected.retain(|k| k != "all/042");
+    assert!(cluster.client(2).put(b"other/1", "v", "w=all").await.unwrap().status.is_success());
+    for n in 0..4 {
+        let held = local_keys(&cluster.client(n)).await;
+        assert!(held < 90, "n{} holds {held} keys: every node must miss some shards for this test", n + 1);
+        assert_eq!(list_all(&cluster.client(n), "all%2F", 7).await.unwrap(), expected, "listing on n{}", n + 1);
+    }
+    cluster.node(3).stop().await;
+    assert_eq!(list_all(&cluster.client(0), "all%2F", 25).await.unwrap(), expected, "n4 down: its shards come from their other replica");
+    cluster.node(2).stop().await;
+    let err = list_all(&cluster.client(0), "all%2F", 25).await.expect_err("shards held only by n3 and n4 are unavailable");
+    assert!(err.starts_with("503") && err.contains("shards_unavailable"), "{err}");
+
+    // The peer side checks what it is asked before it scans anything.
+    use hearsay::rpc::{codec, mac::MacKey, mac::HEADER, ListRequest};
+    let key = MacKey::from_secret(SECRET).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let ask = |ids: Vec<u32>, shards: u32, limit: u32| ListRequest { ids, shards, prefix: Bytes::new(), after: None, limit };
+    let long = ListRequest { after: Some(Bytes::from(vec![b'x'; 1025])), ..ask(vec![0], 8, 10) };
+    for (req, status) in [
+        (ask(vec![0, 1], 8, 10), StatusCode::OK),
+        (ask(vec![0], 8, 0), StatusCode::BAD_REQUEST),
+        (ask(vec![0], 8, 1001), StatusCode::BAD_REQUEST),
+        (ask(vec![8], 8, 10), StatusCode::BAD_REQUEST),
+        (ask(vec![0], 7, 10), StatusCode::CONFLICT),
+        (long, StatusCode::BAD_REQUEST),
+    ] {
+        let body = codec::encode(&req);
+        let auth = key.sign("POST", "/internal/list", now, "n2", &body);
+        let r = cluster.client(0).send(Method::POST, "/internal/list", &[(HEADER, &auth)], Bytes::from(body)).await.unwrap();
+        assert_eq!(r.status, status, "{req:?}: {}", r.text());
+    }
+}

@@ -10,8 +10,8 @@ use crate::repair::exchange::answer_leaf_diff;
 use crate::rpc::codec::{self, CONTENT_TYPE};
 use crate::rpc::mac::HEADER;
 use crate::rpc::{
-    ApplyBatch, ApplyReply, Fetch, FetchReply, Hello, LeafDiff, ReadReply, ReadRequest, ScheduleUpdate, SyncRequest, TreeReply,
-    TreeRequest, WireRecord,
+    ApplyBatch, ApplyReply, Fetch, FetchReply, Hello, LeafDiff, ListReply, ListRequest, ReadReply, ReadRequest, ScheduleUpdate,
+    SyncRequest, TreeReply, TreeRequest, WireRecord,
 };
 use crate::types::Key;
 use axum::body::Body;
@@ -80,6 +80,23 @@ fn check_shard(st: &AppState, shard: u32, shards: u32) -> Result<crate::types::S
         return Err(ApiError::bad_request(format!("shard {shard} does not exist (the cluster has {ours})")));
     }
     Ok(crate::types::ShardId(shard))
+}
+
+pub async fn list(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let req: ListRequest = accept(&st, &uri, &headers, body).await?;
+    for &id in &req.ids {
+        check_shard(&st, id, req.shards)?;
+    }
+    super::kv::check_list_bounds(&req.prefix, req.after.as_deref())?;
+    let limit = req.limit as usize;
+    if !(1..=super::kv::MAX_LIST_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be 1..={}", super::kv::MAX_LIST_LIMIT)));
+    }
+    let mut ids = req.ids;
+    ids.sort_unstable();
+    ids.dedup();
+    let page = st.repl.kv.list(&ids, &req.prefix, req.after.as_deref(), limit)?;
+    Ok(reply(&ListReply { keys: page.keys, more: page.more }))
 }
 
 pub async fn tree(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {

@@ -100,17 +100,23 @@ pub struct ListBody {
     next_after: Option<String>,
 }
 
-pub async fn list(State(st): State<AppState>, uri: Uri) -> Result<Json<ListBody>, ApiError> {
-    let query = Query::parse(uri.query(), &["prefix", "limit", "after"])?;
-    let prefix = query.bytes("prefix").unwrap_or(b"");
-    let after = query.bytes("after");
+/// Refuses a listing's `prefix` or `after` longer than any key.
+pub fn check_list_bounds(prefix: &[u8], after: Option<&[u8]>) -> Result<(), ApiError> {
     for (name, v) in [("prefix", Some(prefix)), ("after", after)] {
         if v.is_some_and(|v| v.len() > MAX_KEY_LEN) {
             return Err(ApiError::bad_request(format!("{name} is longer than a key can be ({MAX_KEY_LEN} bytes)")));
         }
     }
+    Ok(())
+}
+
+pub async fn list(State(st): State<AppState>, uri: Uri) -> Result<Json<ListBody>, ApiError> {
+    let query = Query::parse(uri.query(), &["prefix", "limit", "after"])?;
+    let prefix = query.bytes("prefix").unwrap_or(b"");
+    let after = query.bytes("after");
+    check_list_bounds(prefix, after)?;
     let limit = query.usize_in("limit", 100, MAX_LIST_LIMIT)?;
-    let page = st.repl.kv.list(prefix, after, limit)?;
+    let page = st.repl.list(prefix, after, limit).await?;
     let keys: Vec<String> = page.keys.iter().map(|k| encode_key_bytes(k)).collect();
     let next_after = if page.more { keys.last().cloned() } else { None };
     Ok(Json(ListBody { keys, next_after }))

@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/anti-entropy", get(repair::status).post(repair::start))
         .route("/admin/anti-entropy/schedule", axum::routing::put(repair::schedule))
         .route("/admin/anti-entropy/{run_id}", axum::routing::delete(repair::cancel))
+        .route(crate::rpc::PATH_LIST, post(internal::list))
         .route(crate::rpc::PATH_TREE, post(internal::tree))
         .route(crate::rpc::PATH_LEAVES, post(internal::leaves))
         .route(crate::rpc::PATH_FETCH, post(internal::fetch))

@@ -7,6 +7,7 @@
 
 pub mod carrier;
 pub mod courier;
+mod listing;
 pub mod mailbox;
 
 use crate::clock::{Clock, SystemClock};
@@ -32,6 +33,8 @@ pub enum ReplicationError {
     Storage(#[from] StorageError),
     #[error("only {acked} of the {required} required replicas answered in time (replicas: {replicas}); a write is still in flight and not rolled back")]
     NotEnoughReplicas { acked: usize, required: usize, replicas: usize },
+    #[error("no replica of shards {shards:?} answered; a listing without them would be incomplete")]
+    ShardsUnavailable { shards: Vec<u32> },
 }
 
 /// What a write did.

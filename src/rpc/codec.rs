@@ -61,6 +61,17 @@ mod tests {
     }
 
     #[test]
+    fn golden_bytes_of_a_listing() {
+        let req = crate::rpc::ListRequest { ids: vec![3], shards: 8, prefix: Bytes::from_static(b"p"), after: None, limit: 10 };
+        // format, 1 id: 3, 8 shards, prefix len 1 'p', no after, limit 10
+        let expect = [1, 1, 3, 8, 1, b'p', 0, 10];
+        assert_eq!(encode(&req), expect);
+        assert_eq!(decode::<crate::rpc::ListRequest>(&expect).unwrap(), req);
+        let reply = crate::rpc::ListReply { keys: vec![Bytes::from_static(b"a")], more: true };
+        assert_eq!(encode(&reply), [1, 1, 1, b'a', 1]);
+    }
+
+    #[test]
     fn bad_bytes_are_errors() {
         assert_eq!(decode::<ApplyBatch>(&[]), Err(CodecError::Empty));
         assert_eq!(decode::<ApplyBatch>(&[9, 0]), Err(CodecError::UnknownFormat(9)));

@@ -204,6 +204,26 @@ pub struct Verified {
     pub replicas: Vec<String>,
 }
 
+/// `POST /internal/list`: the live keys of some shards in key order, for a
+/// listing that spans shards the asking node holds no copy of.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ListRequest {
+    pub ids: Vec<u32>,
+    /// The sender's shard count (a peer with another one is refused).
+    pub shards: u32,
+    pub prefix: Bytes,
+    pub after: Option<Bytes>,
+    pub limit: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ListReply {
+    pub keys: Vec<Bytes>,
+    /// More keys follow the last one in these shards.
+    pub more: bool,
+}
+
+pub const PATH_LIST: &str = "/internal/list";
 pub const PATH_VERIFIED: &str = "/internal/verified";
 pub const PATH_TREE: &str = "/internal/tree";
 pub const PATH_LEAVES: &str = "/internal/leaves";
