@@ -1,7 +1,10 @@
 //! Time: the injectable wall [`Clock`] and the hybrid logical clock [`Hlc`]
 //! that stamps versions. The HLC never goes backwards: not when the wall clock
 //! steps back, not across restarts (it persists a high-water mark through
-//! [`HighWater`]), and it advances past every version it observes.
+//! [`HighWater`]), and it advances past every version it observes, unless
+//! that version is further ahead of this node's wall clock than the allowed
+//! drift ([`Hlc::check_drift`]): one node with a wildly wrong clock must not
+//! drag every clock in the cluster (persistently) into the future.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,9 +55,26 @@ pub trait HighWater: Send + Sync + 'static {
 /// mark is written about once per this interval rather than on every write.
 const RESERVE_MS: u64 = 2_000;
 
+/// How far ahead of this node's wall clock a received version may be, by
+/// default: generous enough for clocks that NTP keeps in step (and for
+/// versions that travelled through a retry buffer), small enough that a
+/// clock set hours or years ahead is refused rather than followed.
+pub const DEFAULT_MAX_DRIFT_MS: u64 = 60_000;
+
+/// A received version stamped too far ahead of this node's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the version is {ahead_ms} ms ahead of this node's clock (at most {max_ms} ms is accepted): check the clock of the node that wrote it"
+)]
+pub struct TooFarAhead {
+    pub ahead_ms: u64,
+    pub max_ms: u64,
+}
+
 /// A hybrid logical clock: stamps are `unix_ms << 16 | logical`.
 pub struct Hlc {
     clock: Arc<dyn Clock>,
+    max_drift_ms: u64,
     last: AtomicU64,
     reserved: Mutex<u64>,
     /// Copy of `reserved` for a lock-free check on the common path.
@@ -66,7 +86,31 @@ impl Hlc {
     /// Starts above the persisted high-water mark.
     pub fn open(clock: Arc<dyn Clock>, high_water: Arc<dyn HighWater>) -> Result<Hlc, crate::storage::StorageError> {
         let hwm = high_water.load()?;
-        Ok(Hlc { clock, last: AtomicU64::new(hwm), reserved: Mutex::new(hwm), reserved_hint: AtomicU64::new(hwm), high_water })
+        Ok(Hlc {
+            clock,
+            max_drift_ms: DEFAULT_MAX_DRIFT_MS,
+            last: AtomicU64::new(hwm),
+            reserved: Mutex::new(hwm),
+            reserved_hint: AtomicU64::new(hwm),
+            high_water,
+        })
+    }
+
+    /// Sets how far ahead of the wall clock a received version may be.
+    pub fn with_max_drift_ms(mut self, max_drift_ms: u64) -> Hlc {
+        self.max_drift_ms = max_drift_ms;
+        self
+    }
+
+    /// Refuses a received stamp whose wall-clock part is more than the
+    /// allowed drift ahead of this node's clock. Checked before a version is
+    /// observed or stored; stamps in the past are always fine.
+    pub fn check_drift(&self, stamp: u64) -> Result<(), TooFarAhead> {
+        let ahead_ms = (stamp >> 16).saturating_sub(self.clock.now_ms());
+        if ahead_ms > self.max_drift_ms {
+            return Err(TooFarAhead { ahead_ms, max_ms: self.max_drift_ms });
+        }
+        Ok(())
     }
 
     /// A fresh stamp, greater than every stamp issued or observed before.
@@ -142,6 +186,18 @@ mod tests {
         clock.set(2_000_000);
         let d = hlc.now().unwrap();
         assert_eq!(d, 2_000_000 << 16);
+    }
+
+    #[test]
+    fn a_stamp_too_far_ahead_is_refused_and_moves_nothing() {
+        let clock = ManualClock::new(1_000_000);
+        let hlc = Hlc::open(clock.clone(), Arc::new(Cell::default())).unwrap().with_max_drift_ms(5_000);
+        assert_eq!(hlc.check_drift(1_005_000 << 16 | 7), Ok(()));
+        assert_eq!(hlc.check_drift(1 << 16), Ok(()), "the past is always fine");
+        assert_eq!(hlc.check_drift(1_005_001 << 16), Err(TooFarAhead { ahead_ms: 5_001, max_ms: 5_000 }));
+        clock.set(1_000_002);
+        assert_eq!(hlc.check_drift(1_005_001 << 16), Ok(()), "the same stamp once the clock caught up");
+        assert!(hlc.now().unwrap() >> 16 == 1_000_002);
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct NodeConfig {
     pub anti_entropy_interval_secs: u64,
     /// Bearer token required on `/admin/...`; `None` leaves them open.
     pub admin_token: Option<String>,
+    /// How far ahead of this node's clock a received version may be.
+    pub max_clock_drift: Duration,
 }
 
 pub const DEFAULT_ANTI_ENTROPY_INTERVAL_SECS: u64 = 600;
@@ -89,6 +91,7 @@ impl NodeConfig {
             anti_entropy_enabled: true,
             anti_entropy_interval_secs: DEFAULT_ANTI_ENTROPY_INTERVAL_SECS,
             admin_token: None,
+            max_clock_drift: Duration::from_millis(crate::clock::DEFAULT_MAX_DRIFT_MS),
         }
     }
 }

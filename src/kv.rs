@@ -16,6 +16,8 @@ pub enum KvError {
     Storage(#[from] StorageError),
     #[error("precondition failed: the key's current version is {}", current.map_or("absent".to_string(), |v| v.to_string()))]
     PreconditionFailed { current: Option<Version> },
+    #[error(transparent)]
+    ClockSkew(#[from] crate::clock::TooFarAhead),
 }
 
 /// One page of a key listing.
@@ -63,6 +65,7 @@ impl KvService {
     /// Applies one record locally; once it is stored, waits until it is
     /// durable under `--sync=always`.
     pub async fn apply(&self, key: &Key, record: &Record, pre: Precondition) -> Result<Applied, KvError> {
+        self.hlc.check_drift(record.version.hlc)?;
         let outcome = self.apply_one(key, record, pre)?;
         self.settle(&outcome).await?;
         Ok(outcome)
@@ -92,6 +95,10 @@ impl KvService {
     /// with one durability wait for the batch. Returns how many were applied
     /// and, per record, whether it created a live value.
     pub async fn apply_batch(&self, records: &[(Key, Record)]) -> Result<(u32, Vec<bool>), KvError> {
+        // The whole batch is checked first, so a refused one applies nothing.
+        for (_, record) in records {
+            self.hlc.check_drift(record.version.hlc)?;
+        }
         let mut applied = 0;
         let mut created = Vec::with_capacity(records.len());
         for (key, record) in records {

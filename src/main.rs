@@ -172,6 +172,12 @@ struct ServeArgs {
     /// Require `Authorization: Bearer <token>` on /admin routes.
     #[arg(long, env = "HEARSAY_ADMIN_TOKEN")]
     admin_token: Option<String>,
+    /// Refuse versions from peers stamped more than this many milliseconds
+    /// ahead of this node's clock (a peer with a wrong clock must not drag
+    /// every clock into the future).
+    #[arg(long, env = "HEARSAY_MAX_CLOCK_DRIFT_MS", default_value_t = hearsay::clock::DEFAULT_MAX_DRIFT_MS,
+          value_parser = clap::value_parser!(u64).range(1000..))]
+    max_clock_drift_ms: u64,
 }
 
 #[derive(Args)]
@@ -444,6 +450,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         anti_entropy_enabled: !args.no_anti_entropy,
         anti_entropy_interval_secs: args.anti_entropy_interval.clamp(10, 604_800),
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
+        max_clock_drift: Duration::from_millis(args.max_clock_drift_ms),
         ..NodeConfig::new(node_id, args.data_dir)
     };
     let storage = hearsay::node::open_storage(&config).await?;

@@ -63,7 +63,9 @@ pub async fn run_with_storage(
 ) -> Result<(), NodeError> {
     let dir = config.data_dir.display().to_string();
     let storage_error = |source| NodeError::Storage { dir: dir.clone(), source };
-    let hlc = Hlc::open(Arc::new(SystemClock), Arc::new(MetaHighWater(storage.clone()))).map_err(storage_error)?;
+    let hlc = Hlc::open(Arc::new(SystemClock), Arc::new(MetaHighWater(storage.clone())))
+        .map_err(storage_error)?
+        .with_max_drift_ms(config.max_clock_drift.as_millis() as u64);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();

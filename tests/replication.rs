@@ -236,15 +236,10 @@ async fn unauthenticated_or_malformed_peer_requests_change_nothing() {
     use hearsay::rpc::{codec, ApplyBatch, WireRecord};
     let cluster = TestCluster::start(3, opts()).await;
     let c = cluster.client(0);
-    let batch = codec::encode(&ApplyBatch {
-        records: vec![WireRecord {
-            key: Bytes::from_static(b"forged"),
-            hlc: u64::MAX >> 1,
-            node: 7,
-            value: Some(Bytes::from_static(b"evil")),
-        }],
-    });
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let batch = codec::encode(&ApplyBatch {
+        records: vec![WireRecord { key: Bytes::from_static(b"forged"), hlc: now << 16, node: 7, value: Some(Bytes::from_static(b"evil")) }],
+    });
     let good = MacKey::from_secret(SECRET).unwrap();
     let wrong = MacKey::from_secret(b"not-the-cluster-secret").unwrap();
     let cases: Vec<(Option<String>, Vec<u8>, StatusCode)> = vec![
@@ -344,4 +339,48 @@ async fn a_listing_covers_every_shard_when_no_node_holds_them_all() {
         let r = cluster.client(0).send(Method::POST, "/internal/list", &[(HEADER, &auth)], Bytes::from(body)).await.unwrap();
         assert_eq!(r.status, status, "{req:?}: {}", r.text());
     }
+}
+
+/// The hybrid clock of `version` (the first half of `X-Hearsay-Version`).
+fn hlc_of(r: &hearsay::client::Response) -> u64 {
+    u64::from_str_radix(&r.header("x-hearsay-version").expect("a version header")[..16], 16).unwrap()
+}
+
+/// A peer's version stamped far ahead of this node's clock is refused with
+/// 409 clock_skew, applies nothing (not even the sound records of its batch)
+/// and does not drag this node's clock along; one a second ahead is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_far_ahead_of_the_clock_is_refused_and_moves_no_clock() {
+    use hearsay::rpc::mac::{MacKey, HEADER};
+    use hearsay::rpc::{codec, ApplyBatch, WireRecord};
+    let cluster = TestCluster::start(3, opts()).await;
+    let c = cluster.client(0);
+    let key = MacKey::from_secret(SECRET).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let record = |k: &'static [u8], ms: u64| WireRecord {
+        key: Bytes::from_static(k),
+        hlc: ms << 16,
+        node: 9,
+        value: Some(Bytes::from_static(b"v")),
+    };
+    let send = |records: Vec<WireRecord>| {
+        let c = c.clone();
+        let body = codec::encode(&ApplyBatch { records });
+        let auth = key.sign("POST", "/internal/apply", now, "n2", &body);
+        async move { c.send(Method::POST, "/internal/apply", &[(HEADER, &auth)], Bytes::from(body)).await.unwrap() }
+    };
+    let ten_minutes = 10 * 60 * 1000;
+    let r = send(vec![record(b"sound", now), record(b"future", now + ten_minutes)]).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert_eq!(r.json()["error"], "clock_skew", "{}", r.text());
+    for k in [&b"sound"[..], b"future"] {
+        assert_eq!(c.get(k, "r=one").await.unwrap().status, StatusCode::NOT_FOUND, "a refused batch applies nothing");
+    }
+    let w = c.put(b"after", "v", "w=all").await.unwrap();
+    assert!(w.status.is_success(), "{}", w.text());
+    assert!(hlc_of(&w) >> 16 < now + ten_minutes / 2, "n1's clock was not dragged ahead");
+
+    let r = send(vec![record(b"soon", now + 1000)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(c.get(b"soon", "r=one").await.unwrap().status, StatusCode::OK);
 }

@@ -111,6 +111,7 @@ impl From<KvError> for ApiError {
         match e {
             KvError::Storage(s) => s.into(),
             e @ KvError::PreconditionFailed { .. } => ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", e.to_string()),
+            e @ KvError::ClockSkew(_) => ApiError::new(StatusCode::CONFLICT, "clock_skew", e.to_string()),
         }
     }
 }

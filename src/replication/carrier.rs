@@ -67,7 +67,7 @@ impl Carrier {
             }
             Err(e) => {
                 mailbox.failed_attempt(&self.peer, letters.len());
-                Err(e)
+                Err(e.to_string())
             }
         }
     }

@@ -13,7 +13,7 @@ pub mod mailbox;
 use crate::clock::{Clock, SystemClock};
 use crate::kv::{KvError, KvService};
 use crate::membership::Membership;
-use crate::rpc::client::PeerClient;
+use crate::rpc::client::{PeerClient, RpcError};
 use crate::rpc::{ReadReply, ReadRequest, PATH_READ};
 use crate::storage::{Precondition, StorageError};
 use crate::types::{shard_of, Consistency, Key, NodeId, Record, Version};
@@ -156,10 +156,19 @@ impl Replication {
         peer: &str,
         records: impl Iterator<Item = (&'a Key, &'a Record)>,
         timeout: Duration,
-    ) -> Result<crate::rpc::ApplyReply, String> {
-        let addr = self.membership.addr_of(peer).ok_or("address unknown")?;
+    ) -> Result<crate::rpc::ApplyReply, RpcError> {
+        let addr = self
+            .membership
+            .addr_of(peer)
+            .ok_or_else(|| RpcError::Unreachable { peer: peer.to_string(), message: "address unknown".into() })?;
         let batch = crate::rpc::ApplyBatch { records: records.map(|(k, r)| crate::rpc::WireRecord::new(k, r)).collect() };
-        self.peers.call((peer, &addr), crate::rpc::PATH_APPLY, &batch, timeout).await.map_err(|e| e.to_string())
+        let sent = self.peers.call((peer, &addr), crate::rpc::PATH_APPLY, &batch, timeout).await;
+        if let Err(e @ RpcError::Refused { .. }) = &sent {
+            // A peer that answers and refuses mail (a clock too far ahead, a
+            // record over its limits) will refuse it again: say so loudly.
+            tracing::warn!(peer, error = %e, "peer refused direct mail; it stays buffered and is retried");
+        }
+        sent
     }
 
     /// Writes a value (`Some`) or tombstone (`None`) with `w` acknowledgements.
