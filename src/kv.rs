@@ -132,11 +132,9 @@ impl KvService {
         Ok(self.storage.get(shard, key.as_bytes())?)
     }
 
-    /// Live keys starting with `prefix` and greater than `after`, in byte
-    /// order, at most `limit`: each shard contributes its first `limit`
-    /// matches and the merge keeps the smallest.
-    /// Live keys of `shards` that start with `prefix` and follow `after`, in
-    /// key order, at most `limit` of them.
+    /// Live keys of `shards` starting with `prefix` and greater than `after`,
+    /// in byte order, at most `limit`: each shard contributes its first
+    /// `limit + 1` matches and the merge keeps the smallest.
     pub fn list(&self, shards: &[u32], prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<KeyPage, KvError> {
         let mut all = Vec::new();
         for &s in shards {
