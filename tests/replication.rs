@@ -384,3 +384,21 @@ async fn a_version_far_ahead_of_the_clock_is_refused_and_moves_no_clock() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(c.get(b"soon", "r=one").await.unwrap().status, StatusCode::OK);
 }
+
+/// A replica that answers and refuses mail is named, with its reason, in the
+/// 503 the writer gets (here n3 runs with another cluster secret, as a
+/// misconfigured node would), not only counted as missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_replica_and_its_reason_are_in_the_503() {
+    let mut cluster = TestCluster::start(3, opts()).await;
+    cluster.node(2).stop().await;
+    cluster.node(2).opts.secret = Some(b"a-different-cluster-secret".to_vec());
+    cluster.node(2).start_again().await;
+    let r = cluster.client(0).put(b"refused", "v", "w=all").await.unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    let message = r.error_message();
+    assert!(message.starts_with("only 2 of the 3 required replicas"), "{message}");
+    assert!(message.contains("peer n3 refused the request: 401"), "{message}");
+    let ok = cluster.client(0).put(b"accepted", "v", "w=quorum").await.unwrap();
+    assert!(ok.status.is_success(), "{}", ok.text());
+}

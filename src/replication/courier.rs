@@ -6,6 +6,7 @@
 //! record, to the peer's retry buffer.
 
 use super::Replication;
+use crate::rpc::client::RpcError;
 use crate::types::{Key, Record};
 use std::future::Future;
 use std::sync::Arc;
@@ -20,11 +21,22 @@ const BATCH_BYTES: usize = 4 << 20;
 /// Writes waiting for a courier before senders feel backpressure.
 pub const QUEUE: usize = 8192;
 
-/// One record to deliver; the answer is `Some(created)` once the peer applied it.
+/// One record to deliver, and where to say what became of it.
 pub struct Parcel {
     pub key: Key,
     pub record: Record,
-    pub ack: oneshot::Sender<Option<bool>>,
+    pub ack: oneshot::Sender<Delivery>,
+}
+
+/// What became of a parcel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The peer applied it; `created`: no live value was there before.
+    Applied { created: bool },
+    /// It went to the peer's retry buffer. `refusal` is the peer's own
+    /// reason when it answered and refused (auth, clock, limits), so the
+    /// writer can be told why rather than only that too few acknowledged.
+    Buffered { refusal: Option<String> },
 }
 
 pub struct Courier {
@@ -75,14 +87,15 @@ async fn deliver(repl: &Arc<Replication>, peer: &str, parcels: Vec<Parcel>) {
     match repl.send_records(peer, parcels.iter().map(|p| (&p.key, &p.record)), repl.timeout).await {
         Ok(reply) => {
             for (i, p) in parcels.into_iter().enumerate() {
-                let _ = p.ack.send(Some(reply.created.get(i).copied().unwrap_or(false)));
+                let _ = p.ack.send(Delivery::Applied { created: reply.created.get(i).copied().unwrap_or(false) });
             }
         }
         Err(error) => {
             tracing::debug!(peer, %error, records = parcels.len(), "direct mail failed; buffering");
+            let refusal = matches!(error, RpcError::Refused { .. }).then(|| error.to_string());
             for p in parcels {
                 repl.buffer(peer, &p.key, &p.record);
-                let _ = p.ack.send(None);
+                let _ = p.ack.send(Delivery::Buffered { refusal: refusal.clone() });
             }
         }
     }

@@ -18,6 +18,7 @@ use crate::rpc::{ReadReply, ReadRequest, PATH_READ};
 use crate::storage::{Precondition, StorageError};
 use crate::types::{shard_of, Consistency, Key, NodeId, Record, Version};
 use bytes::Bytes;
+use courier::Delivery;
 use mailbox::{Enqueued, Mailbox};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -31,10 +32,15 @@ pub enum ReplicationError {
     Kv(#[from] KvError),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("only {acked} of the {required} required replicas answered in time (replicas: {replicas}); a write is still in flight and not rolled back")]
-    NotEnoughReplicas { acked: usize, required: usize, replicas: usize },
+    #[error("only {acked} of the {required} required replicas answered in time (replicas: {replicas}){}; a write is still in flight and not rolled back", refusals_text(refusals))]
+    NotEnoughReplicas { acked: usize, required: usize, replicas: usize, refusals: Vec<String> },
     #[error("no replica of shards {shards:?} answered; a listing without them would be incomplete")]
     ShardsUnavailable { shards: Vec<u32> },
+}
+
+/// `; <reason>; <reason>` for replicas that answered and refused, or nothing.
+fn refusals_text(refusals: &[String]) -> String {
+    refusals.iter().map(|r| format!("; {r}")).collect()
 }
 
 /// What a write did.
@@ -211,28 +217,31 @@ impl Replication {
             }
             pending.push(self.mail(peer.name(), key.clone(), record.clone()).await);
         }
+        let mut refusals = Vec::new();
         if acked < required {
             let deadline = tokio::time::sleep(self.timeout);
             tokio::pin!(deadline);
             while acked < required && !pending.is_empty() {
                 tokio::select! {
-                    ack = next_ack(&mut pending) => if let Some(was_created) = ack {
-                        acked += 1;
-                        created.get_or_insert(was_created);
+                    ack = next_ack(&mut pending) => match ack {
+                        Delivery::Applied { created: was_created } => {
+                            acked += 1;
+                            created.get_or_insert(was_created);
+                        }
+                        Delivery::Buffered { refusal } => refusals.extend(refusal),
                     },
                     _ = &mut deadline => break,
                 }
             }
         }
         if acked < required {
-            return Err(ReplicationError::NotEnoughReplicas { acked, required, replicas: replicas.len() });
+            return Err(ReplicationError::NotEnoughReplicas { acked, required, replicas: replicas.len(), refusals });
         }
         Ok(WriteOutcome { version: record.version, created: created.unwrap_or(true) })
     }
 
-    /// Hands a record to the peer's courier; resolves to `Some(created)`
-    /// once the peer applied it, `None` if it was buffered instead.
-    async fn mail(self: &Arc<Self>, peer: &str, key: Key, record: Record) -> oneshot::Receiver<Option<bool>> {
+    /// Hands a record to the peer's courier; resolves to what became of it.
+    async fn mail(self: &Arc<Self>, peer: &str, key: Key, record: Record) -> oneshot::Receiver<Delivery> {
         let (ack, answer) = oneshot::channel();
         let inbox = {
             let mut couriers = self.couriers.lock().expect("couriers lock");
@@ -250,7 +259,7 @@ impl Replication {
         if let Err(mpsc::error::SendError(p)) = inbox.send(courier::Parcel { key, record, ack }).await {
             // The courier stopped (shutdown): keep the record for later.
             self.buffer(peer, &p.key, &p.record);
-            let _ = p.ack.send(None);
+            let _ = p.ack.send(Delivery::Buffered { refusal: None });
         }
         answer
     }
@@ -308,7 +317,12 @@ impl Replication {
             }
         }
         if answers.len() < required {
-            return Err(ReplicationError::NotEnoughReplicas { acked: answers.len(), required, replicas: replicas.len() });
+            return Err(ReplicationError::NotEnoughReplicas {
+                acked: answers.len(),
+                required,
+                replicas: replicas.len(),
+                refusals: Vec::new(),
+            });
         }
         let newest = answers.iter().filter_map(|(_, r)| r.clone()).max_by_key(|r| r.version);
         if let Some(newest) = &newest {
@@ -349,16 +363,15 @@ impl Replication {
     }
 }
 
-/// The next answer among pending mail acks, in the order they come:
-/// `Some(created)` once a peer applied the record, `None` if it was buffered
-/// instead (or its courier went away). Polled in place, so a write waits on
-/// its replicas without a task per replica.
-async fn next_ack(pending: &mut Vec<oneshot::Receiver<Option<bool>>>) -> Option<bool> {
+/// The next answer among pending mail acks, in the order they come (a
+/// courier that went away counts as buffered). Polled in place, so a write
+/// waits on its replicas without a task per replica.
+async fn next_ack(pending: &mut Vec<oneshot::Receiver<Delivery>>) -> Delivery {
     std::future::poll_fn(|cx| {
         for i in 0..pending.len() {
             if let std::task::Poll::Ready(answer) = std::future::Future::poll(std::pin::Pin::new(&mut pending[i]), cx) {
                 pending.swap_remove(i);
-                return std::task::Poll::Ready(answer.unwrap_or(None));
+                return std::task::Poll::Ready(answer.unwrap_or(Delivery::Buffered { refusal: None }));
             }
         }
         std::task::Poll::Pending
