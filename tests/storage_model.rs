@@ -13,6 +13,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const SHARDS: u32 = 4;
+
+/// The sled settings every test here opens a data dir with.
+fn sled_opts(path: std::path::PathBuf) -> SledOptions {
+    SledOptions { path, shards: Some(SHARDS), cache_bytes: 8 << 20 }
+}
+
+/// A fresh sled store in `dir` and a memory store: the engines a property must hold on.
+fn both_engines(dir: &tempfile::TempDir) -> Vec<Arc<dyn Storage>> {
+    let sled = SledStorage::open(&sled_opts(dir.path().join("db"))).unwrap();
+    vec![Arc::new(sled), Arc::new(MemStorage::new(SHARDS))]
+}
 const KEYS: &[&[u8]] = &[b"a", b"ab", b"abc", b"b", b"b/1", b"b/2", b"ba", &[0xff], &[0xff, 0x00], b"c"];
 
 #[derive(Debug, Clone)]
@@ -186,7 +197,7 @@ proptest! {
     #[test]
     fn sled_engine_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
         let dir = tempfile::tempdir().unwrap();
-        let opts = SledOptions { path: dir.path().join("db"), shards: Some(SHARDS), cache_bytes: 8 << 20 };
+        let opts = sled_opts(dir.path().join("db"));
         check::<SledStorage>(&ops, |prev| {
             // Drop (close) the old handle before reopening the same dir.
             drop(prev);
@@ -198,7 +209,7 @@ proptest! {
 #[test]
 fn a_data_dir_in_use_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = SledOptions { path: dir.path().join("db"), shards: Some(SHARDS), cache_bytes: 8 << 20 };
+    let opts = sled_opts(dir.path().join("db"));
     let _held = SledStorage::open(&opts).unwrap();
     let err = SledStorage::open(&opts).err().expect("a second open of a held dir must fail");
     assert!(err.to_string().contains("in use by another process"), "{err}");
@@ -211,8 +222,7 @@ fn a_data_dir_in_use_is_refused_with_a_clear_error() {
 fn fresh_writes_racing_applies_end_at_the_newest_version() {
     use std::sync::atomic::{AtomicU64, Ordering};
     let dir = tempfile::tempdir().unwrap();
-    let sled = SledStorage::open(&SledOptions { path: dir.path().join("db"), shards: Some(SHARDS), cache_bytes: 8 << 20 }).unwrap();
-    let engines: Vec<Arc<dyn Storage>> = vec![Arc::new(sled), Arc::new(MemStorage::new(SHARDS))];
+    let engines = both_engines(&dir);
     for store in engines {
         let shard = shard_of(b"hot", SHARDS);
         let clock = Arc::new(AtomicU64::new(0));
@@ -255,8 +265,7 @@ fn fresh_writes_racing_applies_end_at_the_newest_version() {
 #[test]
 fn concurrent_applies_of_one_key_end_at_the_max_version() {
     let dir = tempfile::tempdir().unwrap();
-    let sled = SledStorage::open(&SledOptions { path: dir.path().join("db"), shards: Some(SHARDS), cache_bytes: 8 << 20 }).unwrap();
-    let engines: Vec<Arc<dyn Storage>> = vec![Arc::new(sled), Arc::new(MemStorage::new(SHARDS))];
+    let engines = both_engines(&dir);
     for store in engines {
         let shard = shard_of(b"hot", SHARDS);
         let threads: Vec<_> = (0..8u64)
@@ -289,7 +298,7 @@ fn concurrent_applies_of_one_key_end_at_the_max_version() {
 #[test]
 fn hlc_stays_ahead_across_a_real_reopen_even_when_the_clock_goes_back() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = SledOptions { path: dir.path().join("db"), shards: Some(SHARDS), cache_bytes: 8 << 20 };
+    let opts = sled_opts(dir.path().join("db"));
     let clock = ManualClock::new(1_700_000_000_000);
     let issued = {
         let store: Arc<dyn Storage> = Arc::new(SledStorage::open(&opts).unwrap());
@@ -321,7 +330,7 @@ fn a_format_1_data_dir_opens_and_reads() {
         db.open_tree(format!("shard/{:05}", shard.0)).unwrap().insert(key, format_1).unwrap();
         db.flush().unwrap();
     }
-    let opts = SledOptions { path: path.clone(), shards: Some(SHARDS), cache_bytes: 8 << 20 };
+    let opts = sled_opts(path.clone());
     let store = SledStorage::open(&opts).unwrap();
     let rec = store.get(shard, key).unwrap().unwrap();
     assert_eq!(rec, Record { version, value: Some(Bytes::from_static(b"old value")) });
@@ -357,7 +366,7 @@ fn a_format_1_data_dir_opens_and_reads() {
 fn damaged_records_are_quarantined_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let opts = SledOptions { path: path.clone(), shards: Some(SHARDS), cache_bytes: 8 << 20 };
+    let opts = sled_opts(path.clone());
     let version = Version { hlc: 7 << 16, node: 1 };
     let value = |v: &'static [u8]| Record { version, value: Some(Bytes::from_static(v)) };
     let store = SledStorage::open(&opts).unwrap();
@@ -421,7 +430,7 @@ fn damaged_records_are_quarantined_at_open() {
 fn hearsay_migrate_opens_a_dir_a_node_created() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    drop(SledStorage::open(&SledOptions { path: path.clone(), shards: Some(SHARDS), cache_bytes: 8 << 20 }).unwrap());
+    drop(SledStorage::open(&sled_opts(path.clone())).unwrap());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearsay")).arg("migrate").arg("--data-dir").arg(&path).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
