@@ -69,6 +69,17 @@ pub fn decode(bytes: &[u8]) -> Result<Record, StorageError> {
     Ok(Record { version: parts.version, value: parts.value.map(Bytes::copy_from_slice) })
 }
 
+/// [`decode`] of a buffer the record can share instead of copying its value
+/// out (an engine's stored bytes): the value is a slice of `bytes`.
+pub fn decode_shared<B: AsRef<[u8]> + Send + 'static>(bytes: B) -> Result<Record, StorageError> {
+    let (version, value_at) = {
+        let raw = bytes.as_ref();
+        let parts = split(raw)?;
+        (parts.version, parts.value.map(|v| raw.len() - v.len()))
+    };
+    Ok(Record { version, value: value_at.map(|at| Bytes::from_owner(bytes).slice(at..)) })
+}
+
 struct Parts<'a> {
     version: Version,
     value: Option<&'a [u8]>,
@@ -117,11 +128,13 @@ mod tests {
         assert_eq!(hex, "3b6cd9a830e28bfdd0bb9b049a3130144e14964ce2492e072434baf9d6396a61", "blake3(0x01 ‖ b\"hi\")");
         assert_eq!(encode(&rec), expect);
         assert_eq!(decode(&expect).unwrap(), rec);
+        assert_eq!(decode_shared(expect.clone()).unwrap(), rec);
         assert_eq!(digest(b"k", &expect).unwrap(), crate::merkle::record_digest(b"k", V, Some(b"hi")));
         let tomb = Record { version: V, value: None };
         assert_eq!(encode(&tomb)[17..], [0]);
         assert_eq!(encode(&tomb).len(), 18);
         assert_eq!(decode(&encode(&tomb)).unwrap(), tomb);
+        assert_eq!(decode_shared(encode(&tomb)).unwrap(), tomb);
     }
 
     #[test]
@@ -148,6 +161,7 @@ mod tests {
         let short_hash = [&[2u8][..], &[0; 16], &[1], &[7; 10]].concat();
         for bad in [&[][..], &[1, 2, 3], &[9; 18], &[1; 17], &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7], &short_hash] {
             assert!(decode(bad).is_err(), "{bad:?}");
+            assert!(decode_shared(bad.to_vec()).is_err(), "{bad:?}");
         }
         let mut tomb_with_value = encode(&Record { version: Version::default(), value: None });
         tomb_with_value.push(1);

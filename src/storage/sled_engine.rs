@@ -226,7 +226,7 @@ impl Storage for SledStorage {
     }
 
     fn get(&self, shard: ShardId, key: &[u8]) -> Result<Option<Record>, StorageError> {
-        self.tree(shard)?.get(key)?.map(|v| codec::decode(&v)).transpose()
+        self.tree(shard)?.get(key)?.map(codec::decode_shared).transpose()
     }
 
     fn apply(&self, shard: ShardId, key: &[u8], record: &Record, pre: Precondition) -> Result<Applied, StorageError> {
@@ -287,7 +287,7 @@ impl Storage for SledStorage {
             if !k.starts_with(prefix) {
                 break;
             }
-            page.push((Bytes::copy_from_slice(&k), codec::decode(&v)?));
+            page.push((Bytes::copy_from_slice(&k), codec::decode_shared(v)?));
         }
         Ok(page)
     }
