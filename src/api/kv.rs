@@ -8,7 +8,7 @@ use super::AppState;
 use crate::replication::WriteOutcome;
 use crate::types::{encode_key_bytes, Key, MAX_KEY_LEN};
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -28,9 +28,12 @@ fn etag(version: crate::types::Version) -> [(header::HeaderName, HeaderValue); 2
     let hex = version.hex();
     let mut quoted = [b'"'; 35];
     quoted[1..34].copy_from_slice(&hex);
+    // One buffer serves both headers: the version is the ETag without its quotes.
+    let quoted = Bytes::copy_from_slice(&quoted);
+    let bare = quoted.slice(1..34);
     [
-        (header::ETAG, HeaderValue::from_bytes(&quoted).expect("hex is a valid header")),
-        (header::HeaderName::from_static("x-hearsay-version"), HeaderValue::from_bytes(&hex).expect("hex is a valid header")),
+        (header::ETAG, HeaderValue::from_maybe_shared(quoted).expect("hex is a valid header")),
+        (header::HeaderName::from_static("x-hearsay-version"), HeaderValue::from_maybe_shared(bare).expect("hex is a valid header")),
     ]
 }
 
@@ -53,12 +56,15 @@ pub async fn read_limited(body: Body, headers: &HeaderMap, max: usize) -> Result
     }
 }
 
-pub async fn put(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let key = key_from(&uri)?;
-    let query = Query::parse(uri.query(), &["w"])?;
+/// Takes the whole request so its URI and headers are read in place, not
+/// cloned out by extractors.
+pub async fn put(State(st): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let key = key_from(&parts.uri)?;
+    let query = Query::parse(parts.uri.query(), &["w"])?;
     let w = query.consistency("w")?;
-    let pre = if_match(&headers)?;
-    let value = read_limited(body, &headers, st.max_value_bytes).await?;
+    let pre = if_match(&parts.headers)?;
+    let value = read_limited(body, &parts.headers, st.max_value_bytes).await?;
     let outcome = st.repl.write(key, Some(value), pre, w).await?;
     Ok(written(outcome, StatusCode::CREATED))
 }
