@@ -575,12 +575,13 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
     }
     let mut results = Vec::new();
     for round in 0..rounds {
-        eprintln!("round {}/{rounds}...", round + 1);
         let round_cfg = BenchConfig { seed: cfg.seed.wrapping_add(u64::from(round)), ..cfg.clone() };
         let mut phases = Vec::new();
         for workload in &args.workloads {
             phases.push(bench::run_phase(std::slice::from_ref(&client), &round_cfg, *workload).await);
         }
+        let rates: Vec<String> = phases.iter().map(|p| format!("{:?} {:.0}", p.workload, p.throughput()).to_lowercase()).collect();
+        eprintln!("round {}/{rounds}: {} req/s", round + 1, rates.join(", "));
         results.push(phases);
     }
     print!("{}", bench::report(&results));
