@@ -564,6 +564,8 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         }
     };
     let client = Client::new(&url)?;
+    // CPU per request is measured for a node this run started (its pid is known).
+    let server_pid = local.as_ref().map(|(node, _): &(ChildNode, _)| node.child.id());
     let rounds = args.rounds.max(1);
     eprintln!(
         "bench: {} workers, {} keys, {} B values, {} rounds of {:?} per workload",
@@ -578,7 +580,10 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         let round_cfg = BenchConfig { seed: cfg.seed.wrapping_add(u64::from(round)), ..cfg.clone() };
         let mut phases = Vec::new();
         for workload in &args.workloads {
-            phases.push(bench::run_phase(std::slice::from_ref(&client), &round_cfg, *workload).await);
+            let meter = server_pid.and_then(bench::CpuMeter::start);
+            let mut phase = bench::run_phase(std::slice::from_ref(&client), &round_cfg, *workload).await;
+            phase.cpu = meter.and_then(|m| m.used());
+            phases.push(phase);
         }
         let rates: Vec<String> = phases.iter().map(|p| format!("{:?} {:.0}", p.workload, p.throughput()).to_lowercase()).collect();
         eprintln!("round {}/{rounds}: {} req/s", round + 1, rates.join(", "));

@@ -54,6 +54,50 @@ pub struct PhaseResult {
     pub errors: u64,
     pub elapsed: Duration,
     pub latency_us: Histogram<u64>,
+    /// CPU the server and this client spent in the phase, where measured.
+    pub cpu: Option<CpuUse>,
+}
+
+/// CPU time spent by the server process and by this load generator.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuUse {
+    pub server: Duration,
+    pub client: Duration,
+}
+
+/// A reading of the CPU the server (by pid) and this process have used so
+/// far, from Linux's per-thread `/proc/<pid>/task/*/schedstat` (nanoseconds
+/// on CPU). Reading CPU per request next to the throughput shows where a
+/// workload's cost goes; on a shared VM it also moves less than req/s does.
+#[derive(Clone, Debug)]
+pub struct CpuMeter {
+    server_pid: u32,
+    server: Duration,
+    client: Duration,
+}
+
+impl CpuMeter {
+    /// `None` where `/proc` does not say (another OS, or the server is gone).
+    pub fn start(server_pid: u32) -> Option<CpuMeter> {
+        Some(CpuMeter { server_pid, server: process_cpu(&server_pid.to_string())?, client: process_cpu("self")? })
+    }
+
+    pub fn used(&self) -> Option<CpuUse> {
+        let server = process_cpu(&self.server_pid.to_string())?.checked_sub(self.server)?;
+        let client = process_cpu("self")?.checked_sub(self.client)?;
+        Some(CpuUse { server, client })
+    }
+}
+
+/// CPU time the live threads of process `pid` (or `self`) have used.
+fn process_cpu(pid: &str) -> Option<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    // A thread that exits while it is read is skipped, not an error.
+    let ns: u64 = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Some(Duration::from_nanos(ns))
 }
 
 impl PhaseResult {
@@ -64,15 +108,30 @@ impl PhaseResult {
             errors: 0,
             elapsed: Duration::ZERO,
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            cpu: None,
         }
     }
 
-    /// Adds a later measurement of the same workload (another round).
+    /// Adds a later measurement of the same workload (another round). CPU
+    /// is known for the sum only if it is known for every part.
     pub fn absorb(&mut self, other: &PhaseResult) {
+        let first = self.elapsed.is_zero() && self.ok == 0 && self.errors == 0;
+        self.cpu = match (self.cpu, other.cpu) {
+            _ if first => other.cpu,
+            (Some(a), Some(b)) => Some(CpuUse { server: a.server + b.server, client: a.client + b.client }),
+            _ => None,
+        };
         self.ok += other.ok;
         self.errors += other.errors;
         self.elapsed += other.elapsed;
         let _ = self.latency_us.add(&other.latency_us);
+    }
+
+    /// Microseconds of server and client CPU per successful request.
+    pub fn cpu_per_request_us(&self) -> Option<(f64, f64)> {
+        let cpu = self.cpu?;
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / self.ok.max(1) as f64;
+        Some((per(cpu.server), per(cpu.client)))
     }
 
     pub fn throughput(&self) -> f64 {
@@ -317,8 +376,17 @@ pub fn report(rounds: &[Vec<PhaseResult>]) -> String {
     };
     let ceiling = first.iter().any(|r| r.workload == Workload::Noop).then(|| per_round(Workload::Noop));
     let mut out = format!(
-        "{:<8} {:>10} {:>8} {:>12} {:>9} {:>9} {:>9}  {}\n",
-        "workload", "ok", "errors", "req/s", "p50 ms", "p99 ms", "p999 ms", "x ceiling: median (min-max) of rounds"
+        "{:<8} {:>10} {:>8} {:>12} {:>9} {:>9} {:>9} {:>11} {:>11}  {}\n",
+        "workload",
+        "ok",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "srv us/req",
+        "cli us/req",
+        "x ceiling: median (min-max) of rounds"
     );
     for w in first.iter().map(|r| r.workload) {
         let mut merged = PhaseResult::empty(w);
@@ -326,8 +394,12 @@ pub fn report(rounds: &[Vec<PhaseResult>]) -> String {
             merged.absorb(r);
         }
         let ratio = ceiling.as_ref().map_or_else(|| "-".to_string(), |c| ratio_text(paired_ratios(&per_round(w), c)));
+        let (srv, cli) = match merged.cpu_per_request_us() {
+            Some((srv, cli)) => (format!("{srv:.1}"), format!("{cli:.1}")),
+            None => ("-".to_string(), "-".to_string()),
+        };
         out.push_str(&format!(
-            "{:<8} {:>10} {:>8} {:>12.0} {:>9.2} {:>9.2} {:>9.2}  {}\n",
+            "{:<8} {:>10} {:>8} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>11} {:>11}  {}\n",
             format!("{w:?}").to_lowercase(),
             merged.ok,
             merged.errors,
@@ -335,9 +407,56 @@ pub fn report(rounds: &[Vec<PhaseResult>]) -> String {
             merged.percentile_ms(0.5),
             merged.percentile_ms(0.99),
             merged.percentile_ms(0.999),
+            srv,
+            cli,
             ratio
         ));
     }
     out.push_str(&format!("({} rounds; each round runs every workload once, in order)\n", rounds.len()));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(ok: u64, cpu: Option<(u64, u64)>) -> PhaseResult {
+        let mut p = PhaseResult::empty(Workload::Put);
+        p.ok = ok;
+        p.elapsed = Duration::from_secs(1);
+        p.cpu = cpu.map(|(s, c)| CpuUse { server: Duration::from_millis(s), client: Duration::from_millis(c) });
+        p
+    }
+
+    #[test]
+    fn cpu_per_request_sums_rounds_and_is_unknown_if_any_round_is() {
+        let mut merged = PhaseResult::empty(Workload::Put);
+        merged.absorb(&phase(1000, Some((60, 30))));
+        merged.absorb(&phase(1000, Some((40, 10))));
+        assert_eq!(merged.cpu_per_request_us(), Some((50.0, 20.0)));
+        merged.absorb(&phase(1000, None));
+        assert_eq!(merged.cpu_per_request_us(), None);
+        assert_eq!(merged.ok, 3000);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_cpu_meter_sees_this_process_work() {
+        let meter = CpuMeter::start(std::process::id()).expect("/proc is readable on Linux");
+        // Spin until the meter has seen 20 ms of CPU: bounded by wall time,
+        // so a busy machine slows the test down instead of failing it.
+        let start = Instant::now();
+        let mut x = 0u64;
+        loop {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            let used = meter.used().expect("still running");
+            // Here the "server" is this process too.
+            if used.client >= Duration::from_millis(20) && used.server >= Duration::from_millis(20) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "20 s of spinning showed only {used:?} of CPU");
+        }
+    }
 }
