@@ -314,6 +314,30 @@ async fn a_listing_covers_every_shard_when_no_node_holds_them_all() {
         assert!(held < 90, "n{} holds {held} keys: every node must miss some shards for this test", n + 1);
         assert_eq!(list_all(&cluster.client(n), "all%2F", 7).await.unwrap(), expected, "listing on n{}", n + 1);
     }
+
+    // Peers are asked at once. Slow every link from n1 by 1 s: a one-page
+    // listing waits about 1 s, where asking the peers in turn takes 1 s each.
+    let shards = cluster.client(0).get_path("/admin/shards").await.unwrap().json();
+    let asked: std::collections::BTreeSet<String> = shards["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["replicas"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect::<Vec<_>>())
+        .filter(|replicas| !replicas.iter().any(|r| r == "n1"))
+        .map(|replicas| replicas[0].clone())
+        .collect();
+    assert!(asked.len() >= 2, "n1 must need at least two peers for this check: {asked:?}");
+    for peer in ["n2", "n3", "n4"] {
+        cluster.net.delay("n1", peer, Duration::from_secs(1));
+    }
+    let start = std::time::Instant::now();
+    let listed = list_all(&cluster.client(0), "all%2F", 100).await;
+    let took = start.elapsed();
+    cluster.net.heal_all();
+    assert_eq!(listed.unwrap(), expected);
+    let sequential = Duration::from_secs(asked.len() as u64);
+    assert!(took < sequential, "{took:?} for {} peers slowed by 1 s each: they were asked one after another", asked.len());
+
     cluster.node(3).stop().await;
     assert_eq!(list_all(&cluster.client(0), "all%2F", 25).await.unwrap(), expected, "n4 down: its shards come from their other replica");
     cluster.node(2).stop().await;

@@ -9,6 +9,7 @@ use crate::kv::KeyPage;
 use crate::rpc::{ListReply, ListRequest, PATH_LIST};
 use crate::types::{NodeId, ShardId};
 use bytes::Bytes;
+use futures_util::future::join_all;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -45,11 +46,13 @@ impl Replication {
             if !unavailable.is_empty() {
                 return Err(ReplicationError::ShardsUnavailable { shards: unavailable });
             }
-            // One request per peer, in turn: a listing is not a hot path, and
-            // peers answer from their own copy in a few milliseconds.
+            // One request per peer, all at once: the listing waits for the
+            // slowest peer, not for the sum of them.
+            let asks =
+                by_peer.into_iter().map(|(peer, ids)| async move { (ids.clone(), self.list_on(peer, ids, prefix, after, limit).await) });
             let mut failed = Vec::new();
-            for (peer, ids) in by_peer {
-                match self.list_on(peer, ids.clone(), prefix, after, limit).await {
+            for (ids, answer) in join_all(asks).await {
+                match answer {
                     Some(page) => {
                         keys.extend(page.keys);
                         more |= page.more;
