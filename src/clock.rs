@@ -5,6 +5,8 @@
 //! that version is further ahead of this node's wall clock than the allowed
 //! drift ([`Hlc::check_drift`]): one node with a wildly wrong clock must not
 //! drag every clock in the cluster (persistently) into the future.
+//! [`PeerClocks`] estimates how far each peer's clock is from this node's,
+//! so a clock drifting apart shows up long before its requests are refused.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -157,6 +159,65 @@ impl Hlc {
     }
 }
 
+/// Span over which the smallest arrival difference of a peer is taken.
+pub const OFFSET_WINDOW_MS: u64 = 30_000;
+/// A peer clock offset beyond this is logged. Last writer wins by these
+/// clocks: a node whose clock is this far behind loses its writes to any
+/// write made up to this long before them.
+pub const OFFSET_WARN_MS: i64 = 1_000;
+
+/// How far each peer's clock is from this node's, estimated from the
+/// timestamps of the peer's authenticated requests. Arrival time minus the
+/// sender's stamp is the offset plus the time the request spent in transit,
+/// and transit only ever adds, so the smallest difference seen over a window
+/// is the estimate. Pure: callers pass the times in.
+#[derive(Default)]
+pub struct PeerClocks(Mutex<std::collections::BTreeMap<String, OffsetWindow>>);
+
+#[derive(Debug, Clone, Copy)]
+struct OffsetWindow {
+    started_ms: u64,
+    current: i64,
+    previous: Option<i64>,
+    warned_ms: Option<u64>,
+}
+
+impl OffsetWindow {
+    fn estimate(&self) -> i64 {
+        self.previous.map_or(self.current, |p| p.min(self.current))
+    }
+}
+
+impl PeerClocks {
+    /// Records a request `peer` stamped `sent_ms` that arrived at `now_ms`.
+    /// Returns the estimate when it is beyond [`OFFSET_WARN_MS`] and was not
+    /// reported for this peer within the last window, for the caller to log.
+    pub fn observe(&self, peer: &str, sent_ms: u64, now_ms: u64) -> Option<i64> {
+        let sample = (i128::from(now_ms) - i128::from(sent_ms)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        let mut peers = self.0.lock().expect("peer clocks lock");
+        let w =
+            peers.entry(peer.to_string()).or_insert(OffsetWindow { started_ms: now_ms, current: sample, previous: None, warned_ms: None });
+        if now_ms.saturating_sub(w.started_ms) >= OFFSET_WINDOW_MS {
+            *w = OffsetWindow { started_ms: now_ms, current: sample, previous: Some(w.current), warned_ms: w.warned_ms };
+        } else {
+            w.current = w.current.min(sample);
+        }
+        let estimate = w.estimate();
+        let quiet = w.warned_ms.is_some_and(|at| now_ms.saturating_sub(at) < OFFSET_WINDOW_MS);
+        if estimate.abs() > OFFSET_WARN_MS && !quiet {
+            w.warned_ms = Some(now_ms);
+            return Some(estimate);
+        }
+        None
+    }
+
+    /// Each peer's estimated offset in ms: how far its clock is behind this
+    /// node's (negative: ahead), over the last one to two windows.
+    pub fn offsets(&self) -> std::collections::BTreeMap<String, i64> {
+        self.0.lock().expect("peer clocks lock").iter().map(|(p, w)| (p.clone(), w.estimate())).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +233,30 @@ mod tests {
             *self.0.lock().unwrap() = hwm;
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_peer_offset_is_the_smallest_arrival_difference_and_warned_once_per_window() {
+        let clocks = PeerClocks::default();
+        let t = 1_000_000;
+        // n2 runs 5 s behind; its requests take 2 to 40 ms to arrive.
+        assert_eq!(clocks.observe("n2", t - 5_000 - 40, t), Some(5_040), "beyond the warning level");
+        assert_eq!(clocks.observe("n2", t + 100 - 5_000 - 2, t + 100), None, "warned once per window");
+        assert_eq!(clocks.offsets()["n2"], 5_002);
+        // n3 runs 3 s ahead; n4 is fine (within the warning level).
+        assert_eq!(clocks.observe("n3", t - 5 + 3_000, t), Some(-2_995));
+        assert_eq!(clocks.observe("n4", t - 7, t), None);
+        assert_eq!(clocks.offsets()["n4"], 7);
+        // n2's clock is fixed: a smaller difference is a better estimate at once.
+        assert_eq!(clocks.observe("n2", t + 200 - 3, t + 200), None);
+        assert_eq!(clocks.offsets()["n2"], 3);
+        // n4's clock falls 4 s behind: the old minimum lasts one to two windows.
+        let w = OFFSET_WINDOW_MS;
+        assert_eq!(clocks.observe("n4", t + 10 - 4_000, t + 10), None);
+        assert_eq!(clocks.observe("n4", t + w - 4_000, t + w), None, "the previous window still holds 7");
+        assert_eq!(clocks.offsets()["n4"], 7);
+        assert_eq!(clocks.observe("n4", t + 2 * w - 4_000, t + 2 * w), Some(4_000));
+        assert_eq!(clocks.offsets()["n4"], 4_000);
     }
 
     #[test]

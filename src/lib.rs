@@ -2,7 +2,7 @@
 //!
 //! Crate map (one line per module: what it owns):
 //! - [`types`]     keys, versions, records, node ids, shards, consistency levels
-//! - [`clock`]     injectable wall clock and the hybrid logical clock
+//! - [`clock`]     injectable wall clock, the hybrid logical clock, peers' clock offsets
 //! - [`storage`]   the `Storage` trait, sled and memory engines, record codec, group commit
 //! - [`merkle`]    per-shard Merkle trees (kept by the engines) and the pure diff
 //! - [`kv`]        the node's local read/write path for keys (stamp, apply, durability, list)

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub wire: WireStats,
     pub mail_dropped: Family<PeerLabels, Counter>,
     pub mail_pending: Family<PeerLabels, Gauge>,
+    pub peer_clock_offset: Family<PeerLabels, Gauge>,
     pub ae_runs: Counter,
     pub ae_hops: Counter,
     pub ae_keys_repaired: Counter,
@@ -76,11 +77,17 @@ impl Metrics {
         let wire = WireStats::default();
         let mail_dropped = Family::<PeerLabels, Counter>::default();
         let mail_pending = Family::<PeerLabels, Gauge>::default();
+        let peer_clock_offset = Family::<PeerLabels, Gauge>::default();
         registry.register("peer_requests", "Requests this node sent to peers", wire.requests.clone());
         registry.register("peer_bytes_sent", "Bytes of peer requests sent (request line, headers, body)", wire.bytes_sent.clone());
         registry.register("peer_bytes_received", "Bytes of peer replies received (headers, body)", wire.bytes_received.clone());
         registry.register("mail_dropped", "Records dropped because a peer's retry buffer was full", mail_dropped.clone());
         registry.register("mail_pending", "Records waiting in a peer's retry buffer", mail_pending.clone());
+        registry.register(
+            "peer_clock_offset_ms",
+            "How far each peer's clock is behind this node's (negative: ahead), from its signed requests",
+            peer_clock_offset.clone(),
+        );
         let (ae_runs, ae_hops, ae_keys_repaired, ae_bytes, ae_shards_diverged) =
             (Counter::default(), Counter::default(), Counter::default(), Counter::default(), Counter::default());
         let shard_last_verified = Family::<ShardLabels, Gauge<f64, AtomicU64>>::default();
@@ -115,6 +122,7 @@ impl Metrics {
             wire,
             mail_dropped,
             mail_pending,
+            peer_clock_offset,
             ae_runs,
             ae_hops,
             ae_keys_repaired,

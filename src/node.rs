@@ -120,6 +120,7 @@ pub async fn run_with_storage(
         max_value_bytes: config.max_value_bytes,
         max_internal_bytes: (config.max_value_bytes * 2).max(8 << 20),
         mac,
+        peer_clocks: crate::clock::PeerClocks::default(),
     });
     tracing::info!(node = %config.node_id, addr = ?listener.local_addr().ok(), data_dir = %dir, shards = storage.shard_count(), sync = ?config.sync, "serving");
     let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await;

@@ -426,3 +426,37 @@ async fn a_refusing_replica_and_its_reason_are_in_the_503() {
     let ok = cluster.client(0).put(b"accepted", "v", "w=quorum").await.unwrap();
     assert!(ok.status.is_success(), "{}", ok.text());
 }
+
+/// Each node estimates how far its peers' clocks are from its own, from
+/// their signed requests, and shows it in /admin/cluster and /metrics: near
+/// zero for peers on this machine, and the real offset for a sender whose
+/// clock is 45 s behind, even though that sender's requests are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_clock_offsets_are_estimated_from_signed_requests() {
+    use hearsay::rpc::mac::{MacKey, HEADER};
+    let cluster = TestCluster::start(3, opts()).await;
+    let c = cluster.client(0);
+    assert!(cluster.client(1).put(b"k", "v", "w=all").await.unwrap().status.is_success(), "n2 mails n1");
+    let offsets = c.get_path("/admin/cluster").await.unwrap().json()["clock_offsets_ms"].clone();
+    let n2 = offsets["n2"].as_i64().unwrap_or_else(|| panic!("n1 heard from n2: {offsets}"));
+    assert!(n2.abs() < 1_000, "n2 runs on the same clock: {offsets}");
+
+    let key = MacKey::from_secret(SECRET).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let body = hearsay::rpc::codec::encode(&hearsay::rpc::ReadRequest { key: Bytes::from_static(b"k") });
+    let auth = key.sign("POST", "/internal/read", now - 45_000, "n9", &body);
+    let r = c.send(Method::POST, "/internal/read", &[(HEADER, &auth)], Bytes::from(body)).await.unwrap();
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a request 45 s old is refused: {}", r.text());
+    let offsets = c.get_path("/admin/cluster").await.unwrap().json()["clock_offsets_ms"].clone();
+    let n9 = offsets["n9"].as_i64().unwrap_or_else(|| panic!("the refused sender is listed: {offsets}"));
+    assert!((45_000..50_000).contains(&n9), "{offsets}");
+    let metrics = c.get_path("/metrics").await.unwrap().text();
+    assert!(metrics.contains(&format!("hearsay_peer_clock_offset_ms{{peer=\"n9\"}} {n9}")), "{metrics}");
+
+    // A forged request teaches nothing.
+    let forged = MacKey::from_secret(b"not-the-cluster-secret").unwrap().sign("POST", "/internal/read", now - 90_000, "n8", b"");
+    let r = c.send(Method::POST, "/internal/read", &[(HEADER, &forged)], Bytes::new()).await.unwrap();
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let offsets = c.get_path("/admin/cluster").await.unwrap().json()["clock_offsets_ms"].clone();
+    assert!(offsets.get("n8").is_none(), "{offsets}");
+}

@@ -31,7 +31,13 @@ pub async fn mail(State(st): State<AppState>) -> Json<serde_json::Value> {
 
 pub async fn cluster(State(st): State<AppState>) -> Json<serde_json::Value> {
     let m = &st.repl.membership;
-    Json(json!({ "node": st.node, "shard_count": m.shards(), "members": m.members(), "ready": m.is_ready() }))
+    Json(json!({
+        "node": st.node,
+        "shard_count": m.shards(),
+        "members": m.members(),
+        "ready": m.is_ready(),
+        "clock_offsets_ms": st.peer_clocks.offsets(),
+    }))
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
@@ -53,6 +59,9 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             let label = crate::metrics::ShardLabels { shard: s.to_string() };
             st.metrics.shard_last_verified.get_or_create(&label).set(now.saturating_sub(*at) as f64 / 1000.0);
         }
+    }
+    for (peer, offset_ms) in st.peer_clocks.offsets() {
+        st.metrics.peer_clock_offset.get_or_create(&crate::metrics::PeerLabels { peer }).set(offset_ms);
     }
     for peer in st.repl.mailbox.stats(0) {
         st.metrics.mail_pending.get_or_create(&crate::metrics::PeerLabels { peer: peer.peer }).set(peer.pending_records as i64);

@@ -25,9 +25,20 @@ use serde::Serialize;
 async fn accept<T: DeserializeOwned>(st: &AppState, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
     let body = read_limited(body, headers, st.max_internal_bytes).await?;
     if let Some(key) = &st.mac {
+        let refused = |e: crate::rpc::mac::AuthError| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
         let auth = headers.get(HEADER).and_then(|v| v.to_str().ok());
-        key.verify(auth, "POST", uri.path(), &body, SystemClock.now_ms())
-            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
+        let signed = key.authenticate(auth, "POST", uri.path(), &body).map_err(refused)?;
+        // Learned before the age check, so a peer refused for its clock shows
+        // how far off that clock is.
+        let now = SystemClock.now_ms();
+        if let Some(offset_ms) = st.peer_clocks.observe(signed.sender, signed.sent_ms, now) {
+            tracing::warn!(
+                peer = signed.sender,
+                offset_ms,
+                "peer clock is off: its requests arrive this many ms behind this node's clock (negative: ahead); last writer wins by these clocks, so check NTP on both"
+            );
+        }
+        signed.check_fresh(now).map_err(refused)?;
     }
     codec::decode(&body).map_err(|e| ApiError::bad_request(e.to_string()))
 }

@@ -53,6 +53,8 @@ pub struct Shared {
     pub max_internal_bytes: usize,
     /// `None` only under `--insecure`.
     pub mac: Option<Arc<MacKey>>,
+    /// Peers' clock offsets, learned from their signed requests.
+    pub peer_clocks: crate::clock::PeerClocks,
 }
 
 pub fn router(state: AppState) -> Router {

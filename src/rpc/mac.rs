@@ -2,6 +2,8 @@
 //! timestamp ‖ sender ‖ blake3(body))`, key derived from the cluster secret,
 //! carried as `x-hearsay-auth: <sender> <unix ms> <mac hex>`. A request whose
 //! MAC is missing or wrong, or whose timestamp is more than 30 s off, is refused.
+//! The MAC is checked first, so the send time of a refused-as-stale request
+//! is known to come from a holder of the secret (see [`crate::clock::PeerClocks`]).
 
 pub const HEADER: &str = "x-hearsay-auth";
 /// Largest accepted clock difference between sender and receiver.
@@ -52,22 +54,46 @@ impl MacKey {
 
     /// Checks a request; returns the sender's name.
     pub fn verify<'h>(&self, header: Option<&'h str>, method: &str, path: &str, body: &[u8], now_ms: u64) -> Result<&'h str, AuthError> {
+        let signed = self.authenticate(header, method, path, body)?;
+        signed.check_fresh(now_ms)?;
+        Ok(signed.sender)
+    }
+
+    /// Checks a request's MAC but not its age: who sent it and when by the
+    /// sender's clock, which the caller checks with [`Signed::check_fresh`]
+    /// (after learning from it how far the sender's clock is from its own).
+    pub fn authenticate<'h>(&self, header: Option<&'h str>, method: &str, path: &str, body: &[u8]) -> Result<Signed<'h>, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
         let mut parts = header.split(' ');
         let (Some(sender), Some(ts), Some(mac), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(AuthError::Malformed);
         };
-        let ts_ms: u64 = ts.parse().map_err(|_| AuthError::Malformed)?;
+        let sent_ms: u64 = ts.parse().map_err(|_| AuthError::Malformed)?;
         let given = blake3::Hash::from_hex(mac).map_err(|_| AuthError::Malformed)?;
-        let skew_ms = now_ms.abs_diff(ts_ms);
+        // blake3::Hash compares in constant time.
+        if self.mac(method, path, sent_ms, sender, body) != given {
+            return Err(AuthError::BadMac);
+        }
+        Ok(Signed { sender, sent_ms })
+    }
+}
+
+/// An authenticated request's sender and its send time by the sender's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signed<'h> {
+    pub sender: &'h str,
+    pub sent_ms: u64,
+}
+
+impl Signed<'_> {
+    /// Refuses a request sent more than [`MAX_SKEW_MS`] away from `now_ms`,
+    /// which bounds how long a captured request can be replayed.
+    pub fn check_fresh(&self, now_ms: u64) -> Result<(), AuthError> {
+        let skew_ms = now_ms.abs_diff(self.sent_ms);
         if skew_ms > MAX_SKEW_MS {
             return Err(AuthError::Stale { skew_ms });
         }
-        // blake3::Hash compares in constant time.
-        if self.mac(method, path, ts_ms, sender, body) != given {
-            return Err(AuthError::BadMac);
-        }
-        Ok(sender)
+        Ok(())
     }
 }
 
@@ -91,5 +117,10 @@ mod tests {
         let other = MacKey::from_secret(b"another-secret-of-16").unwrap();
         assert_eq!(other.verify(Some(&h), "POST", "/internal/apply", b"body", now), Err(AuthError::BadMac));
         assert!(matches!(MacKey::from_secret(b"short"), Err(AuthError::ShortSecret(5))));
+        // A stale request is still authenticated first: its sender and send time are known.
+        let old = key.authenticate(Some(&h), "POST", "/internal/apply", b"body").unwrap();
+        assert_eq!(old, Signed { sender: "n1", sent_ms: now });
+        assert_eq!(old.check_fresh(now - 31_000), Err(AuthError::Stale { skew_ms: 31_000 }));
+        assert_eq!(key.authenticate(Some(&h), "POST", "/internal/apply", b"bodY"), Err(AuthError::BadMac));
     }
 }
