@@ -56,6 +56,9 @@ pub trait HighWater: Send + Sync + 'static {
 /// How far ahead of the newest stamp the persisted mark is reserved, so the
 /// mark is written about once per this interval rather than on every write.
 const RESERVE_MS: u64 = 2_000;
+/// How often a node renews the reservation in the background
+/// ([`Hlc::renew_reservation`]).
+pub const RENEW_EVERY_MS: u64 = RESERVE_MS / 4;
 
 /// How far ahead of this node's wall clock a received version may be, by
 /// default: generous enough for clocks that NTP keeps in step (and for
@@ -144,18 +147,42 @@ impl Hlc {
         self.last.load(Ordering::SeqCst)
     }
 
+    /// Renews the persisted reservation before stamps reach it: once less
+    /// than half a reserve period is left, the mark moves a whole period
+    /// ahead of now. Run by a worker every [`RENEW_EVERY_MS`], this keeps the
+    /// flush behind the mark off the write path, where it would hold the
+    /// key being written, and every writer that crossed the mark with it, for
+    /// an fsync. Returns whether it moved the mark.
+    pub fn renew_reservation(&self) -> Result<bool, crate::storage::StorageError> {
+        let physical = self.clock.now_ms().min((1 << 48) - 1) << 16;
+        let now = physical.max(self.last.load(Ordering::SeqCst));
+        let needed = now.saturating_add((RESERVE_MS / 2) << 16);
+        if needed <= self.reserved_hint.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        self.extend(needed, now.saturating_add(RESERVE_MS << 16))
+    }
+
+    /// Makes sure `stamp` is covered by the persisted mark; only a stamp the
+    /// renewal did not see coming (a worker that fell behind, or a version
+    /// observed from a peer) waits for the mark to be written.
     fn reserve(&self, stamp: u64) -> Result<(), crate::storage::StorageError> {
         if stamp <= self.reserved_hint.load(Ordering::SeqCst) {
             return Ok(());
         }
+        self.extend(stamp, stamp.saturating_add(RESERVE_MS << 16)).map(|_| ())
+    }
+
+    /// Persists `next` as the mark unless the mark already covers `needed`.
+    fn extend(&self, needed: u64, next: u64) -> Result<bool, crate::storage::StorageError> {
         let mut reserved = self.reserved.lock().expect("hlc lock");
-        if stamp > *reserved {
-            let next = stamp.saturating_add(RESERVE_MS << 16);
-            self.high_water.store(next)?;
-            *reserved = next;
-            self.reserved_hint.store(next, Ordering::SeqCst);
+        if needed <= *reserved {
+            return Ok(false);
         }
-        Ok(())
+        self.high_water.store(next)?;
+        *reserved = next;
+        self.reserved_hint.store(next, Ordering::SeqCst);
+        Ok(true)
     }
 }
 
@@ -291,6 +318,50 @@ mod tests {
         let hlc = Hlc::open(clock, Arc::new(Cell::default())).unwrap();
         hlc.observe(99 << 16).unwrap();
         assert!(hlc.now().unwrap() > 99 << 16);
+    }
+
+    /// Counts how often the mark is written.
+    #[derive(Default)]
+    struct Counted(Mutex<(u64, u32)>);
+    impl HighWater for Counted {
+        fn load(&self) -> Result<u64, StorageError> {
+            Ok(self.0.lock().unwrap().0)
+        }
+        fn store(&self, hwm: u64) -> Result<(), StorageError> {
+            let mut c = self.0.lock().unwrap();
+            *c = (hwm, c.1 + 1);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn renewing_ahead_keeps_the_mark_write_off_the_stamping_path() {
+        let (clock, hw) = (ManualClock::new(1_000_000), Arc::new(Counted::default()));
+        let hlc = Hlc::open(clock.clone(), hw.clone()).unwrap();
+        let writes = || hw.0.lock().unwrap().1;
+        assert!(hlc.renew_reservation().unwrap(), "a fresh clock reserves at once");
+        assert_eq!(writes(), 1);
+        assert_eq!(hw.load().unwrap() >> 16, 1_000_000 + RESERVE_MS);
+        // Stamps and renewals every RENEW_EVERY_MS for a minute: only the
+        // renewals write the mark, once per three quarters of a reserve period
+        // (when less than half of it is left at a check).
+        for step in 1..=60_000 / RENEW_EVERY_MS {
+            clock.set(1_000_000 + step * RENEW_EVERY_MS);
+            let before = writes();
+            for _ in 0..100 {
+                let stamp = hlc.now().unwrap();
+                assert!(stamp < hw.load().unwrap(), "every stamp stays below the persisted mark");
+            }
+            assert_eq!(writes(), before, "stamping wrote the mark at step {step}");
+            hlc.renew_reservation().unwrap();
+        }
+        assert!((38..=44).contains(&writes()), "{} writes of the mark in a minute", writes());
+        // Without renewals, a stamp past the mark still moves it first.
+        clock.set(2_000_000);
+        let before = writes();
+        let stamp = hlc.now().unwrap();
+        assert_eq!(writes(), before + 1);
+        assert!(stamp < hw.load().unwrap());
     }
 
     #[test]

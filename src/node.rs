@@ -63,9 +63,11 @@ pub async fn run_with_storage(
 ) -> Result<(), NodeError> {
     let dir = config.data_dir.display().to_string();
     let storage_error = |source| NodeError::Storage { dir: dir.clone(), source };
-    let hlc = Hlc::open(Arc::new(SystemClock), Arc::new(MetaHighWater(storage.clone())))
-        .map_err(storage_error)?
-        .with_max_drift_ms(config.max_clock_drift.as_millis() as u64);
+    let hlc = Arc::new(
+        Hlc::open(Arc::new(SystemClock), Arc::new(MetaHighWater(storage.clone())))
+            .map_err(storage_error)?
+            .with_max_drift_ms(config.max_clock_drift.as_millis() as u64),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -74,13 +76,13 @@ pub async fn run_with_storage(
         }
     };
 
-    let mut workers = Vec::new();
+    let mut workers = vec![tokio::spawn(renew_clock_reservation(hlc.clone(), stopped()))];
     let commit = (config.sync == SyncMode::Always).then(|| GroupCommit::new(storage.clone()));
     if let Some(c) = &commit {
         workers.push(tokio::spawn(c.clone().run(stopped())));
     }
 
-    let kv = Arc::new(KvService::new(storage.clone(), Arc::new(hlc), config.node_id.clone(), commit));
+    let kv = Arc::new(KvService::new(storage.clone(), hlc, config.node_id.clone(), commit));
     let mac = config.cluster_secret.as_deref().map(MacKey::from_secret).transpose()?.map(Arc::new);
     let addr = config.advertise.clone().unwrap_or_else(|| listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
     let me = Member { id: config.node_id.name().to_string(), addr };
@@ -140,4 +142,26 @@ pub async fn run_with_storage(
     flushed.map_err(NodeError::Close)?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Worker: renews the clock's persisted reservation ahead of the stamps
+/// ([`Hlc::renew_reservation`]), so writes do not wait for that flush.
+async fn renew_clock_reservation(hlc: Arc<Hlc>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(crate::clock::RENEW_EVERY_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let hlc = hlc.clone();
+                match tokio::task::spawn_blocking(move || hlc.renew_reservation()).await {
+                    Ok(Ok(_)) => {}
+                    // A write that needs the mark tries again itself and fails visibly.
+                    Ok(Err(e)) => tracing::warn!(error = %e, "renewing the clock's persisted reservation failed"),
+                    Err(e) => tracing::error!(error = %e, "clock reservation task panicked"),
+                }
+            }
+            _ = &mut shutdown => return,
+        }
+    }
 }
