@@ -52,13 +52,6 @@ impl MacKey {
         format!("{sender} {ts_ms} {}", self.mac(method, path, ts_ms, sender, body).to_hex())
     }
 
-    /// Checks a request; returns the sender's name.
-    pub fn verify<'h>(&self, header: Option<&'h str>, method: &str, path: &str, body: &[u8], now_ms: u64) -> Result<&'h str, AuthError> {
-        let signed = self.authenticate(header, method, path, body)?;
-        signed.check_fresh(now_ms)?;
-        Ok(signed.sender)
-    }
-
     /// Checks a request's MAC but not its age: who sent it and when by the
     /// sender's clock, which the caller checks with [`Signed::check_fresh`]
     /// (after learning from it how far the sender's clock is from its own).
@@ -101,21 +94,28 @@ impl Signed<'_> {
 mod tests {
     use super::*;
 
+    /// What the server side does: the MAC, then the age; the sender's name.
+    fn verify<'h>(key: &MacKey, header: Option<&'h str>, method: &str, path: &str, body: &[u8], now_ms: u64) -> Result<&'h str, AuthError> {
+        let signed = key.authenticate(header, method, path, body)?;
+        signed.check_fresh(now_ms)?;
+        Ok(signed.sender)
+    }
+
     #[test]
     fn sign_verify_and_every_way_to_fail() {
         let key = MacKey::from_secret(b"0123456789abcdef-secret").unwrap();
         let now = 1_800_000_000_000;
         let h = key.sign("POST", "/internal/apply", now, "n1", b"body");
-        assert_eq!(key.verify(Some(&h), "POST", "/internal/apply", b"body", now + 5), Ok("n1"));
-        assert_eq!(key.verify(None, "POST", "/internal/apply", b"body", now), Err(AuthError::Missing));
-        assert_eq!(key.verify(Some("n1 12"), "POST", "/internal/apply", b"body", now), Err(AuthError::Malformed));
-        assert_eq!(key.verify(Some(&h), "POST", "/internal/apply", b"bodY", now), Err(AuthError::BadMac));
-        assert_eq!(key.verify(Some(&h), "POST", "/internal/read", b"body", now), Err(AuthError::BadMac));
-        assert_eq!(key.verify(Some(&h), "POST", "/internal/apply", b"body", now + 31_000), Err(AuthError::Stale { skew_ms: 31_000 }));
+        assert_eq!(verify(&key, Some(&h), "POST", "/internal/apply", b"body", now + 5), Ok("n1"));
+        assert_eq!(verify(&key, None, "POST", "/internal/apply", b"body", now), Err(AuthError::Missing));
+        assert_eq!(verify(&key, Some("n1 12"), "POST", "/internal/apply", b"body", now), Err(AuthError::Malformed));
+        assert_eq!(verify(&key, Some(&h), "POST", "/internal/apply", b"bodY", now), Err(AuthError::BadMac));
+        assert_eq!(verify(&key, Some(&h), "POST", "/internal/read", b"body", now), Err(AuthError::BadMac));
+        assert_eq!(verify(&key, Some(&h), "POST", "/internal/apply", b"body", now + 31_000), Err(AuthError::Stale { skew_ms: 31_000 }));
         let forged = h.replacen("n1", "n2", 1);
-        assert_eq!(key.verify(Some(&forged), "POST", "/internal/apply", b"body", now), Err(AuthError::BadMac));
+        assert_eq!(verify(&key, Some(&forged), "POST", "/internal/apply", b"body", now), Err(AuthError::BadMac));
         let other = MacKey::from_secret(b"another-secret-of-16").unwrap();
-        assert_eq!(other.verify(Some(&h), "POST", "/internal/apply", b"body", now), Err(AuthError::BadMac));
+        assert_eq!(verify(&other, Some(&h), "POST", "/internal/apply", b"body", now), Err(AuthError::BadMac));
         assert!(matches!(MacKey::from_secret(b"short"), Err(AuthError::ShortSecret(5))));
         // A stale request is still authenticated first: its sender and send time are known.
         let old = key.authenticate(Some(&h), "POST", "/internal/apply", b"body").unwrap();
