@@ -222,8 +222,11 @@ impl PeerClocks {
     pub fn observe(&self, peer: &str, sent_ms: u64, now_ms: u64) -> Option<i64> {
         let sample = (i128::from(now_ms) - i128::from(sent_ms)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
         let mut peers = self.0.lock().expect("peer clocks lock");
-        let w =
-            peers.entry(peer.to_string()).or_insert(OffsetWindow { started_ms: now_ms, current: sample, previous: None, warned_ms: None });
+        // Looked up by &str first: a known peer (every request but its first) costs no allocation.
+        if !peers.contains_key(peer) {
+            peers.insert(peer.to_string(), OffsetWindow { started_ms: now_ms, current: sample, previous: None, warned_ms: None });
+        }
+        let w = peers.get_mut(peer).expect("just inserted");
         if now_ms.saturating_sub(w.started_ms) >= OFFSET_WINDOW_MS {
             *w = OffsetWindow { started_ms: now_ms, current: sample, previous: Some(w.current), warned_ms: w.warned_ms };
         } else {
