@@ -54,6 +54,11 @@ enum Op {
         after: Option<usize>,
         limit: usize,
     },
+    /// Tombstones of `shard` stamped before `before` are purged.
+    Purge {
+        shard: u32,
+        before: u64,
+    },
     Restart,
 }
 
@@ -66,6 +71,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..KEYS.len()).prop_map(|key| Op::Get { key }),
         2 => (0..SHARDS, 0..4usize, proptest::option::of(0..KEYS.len()), 1..5usize)
             .prop_map(|(shard, prefix, after, limit)| Op::Scan { shard, prefix, after, limit }),
+        1 => (0..SHARDS, 0..120u64).prop_map(|(shard, before)| Op::Purge { shard, before }),
         1 => Just(Op::Restart),
     ]
 }
@@ -172,6 +178,18 @@ fn check<S: Storage>(ops: &[Op], mut open: impl FnMut(Option<S>) -> S) -> Result
                 let after = after.map(|a| KEYS[a]);
                 let got = store.scan(ShardId(*shard), prefix, after, *limit).unwrap();
                 prop_assert_eq!(got, model.scan(*shard, prefix, after, *limit));
+            }
+            Op::Purge { shard, before } => {
+                let doomed: Vec<_> = model
+                    .0
+                    .iter()
+                    .filter(|((s, _), r)| s == shard && r.is_tombstone() && r.version.hlc < *before)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in &doomed {
+                    model.0.remove(k);
+                }
+                prop_assert_eq!(store.purge_tombstones(ShardId(*shard), *before).unwrap(), doomed.len() as u64, "purge of shard {}", shard);
             }
             Op::Restart => store = open(Some(store)),
         }

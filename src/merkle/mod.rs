@@ -118,6 +118,13 @@ impl ShardTree {
         self.root = None;
     }
 
+    /// Takes `old` out of `leaf` (a record that is gone, not replaced).
+    pub fn remove(&mut self, leaf: u32, old: &Digest) {
+        sub(&mut self.leaves[leaf as usize], old);
+        self.inner[leaf as usize / FANOUT] = None;
+        self.root = None;
+    }
+
     pub fn leaf(&self, i: usize) -> Digest {
         sum_bytes(&self.leaves[i])
     }
@@ -191,6 +198,11 @@ impl Trees {
     /// Records that `key` changed from `old` to `new` (digests).
     pub fn record(&self, shard: u32, key: &[u8], old: Option<&Digest>, new: &Digest) {
         self.record_in_leaf(shard, leaf_of(key), old, new);
+    }
+
+    /// Records that `key`, whose digest was `old`, no longer has a record.
+    pub fn forget(&self, shard: u32, key: &[u8], old: &Digest) {
+        self.shard(shard).remove(leaf_of(key), old);
     }
 
     /// [`Trees::record`] for a caller that already knows the key's leaf.

@@ -119,6 +119,18 @@ impl Storage for MemStorage {
         Ok(guard.0.range::<[u8], _>((start, Bound::Unbounded)).take(limit).map(|(k, r)| (k.clone(), r.head())).collect())
     }
 
+    fn remove_tombstone(&self, shard: ShardId, key: &[u8], version: crate::types::Version) -> Result<bool, StorageError> {
+        let mut guard = self.shard(shard)?.write().expect("shard lock");
+        let (map, counts) = &mut *guard;
+        if !map.get(key).is_some_and(|r| r.is_tombstone() && r.version == version) {
+            return Ok(false);
+        }
+        map.remove(key);
+        counts.records = counts.records.saturating_sub(1);
+        self.0.trees.forget(shard.0, key, &crate::merkle::record_digest(key, version, None));
+        Ok(true)
+    }
+
     fn counts(&self, shard: ShardId) -> ShardCounts {
         self.0.shards.get(shard.0 as usize).map_or_else(ShardCounts::default, |s| s.read().expect("shard lock").1)
     }

@@ -153,6 +153,27 @@ pub trait Storage: Send + Sync + 'static {
         }
     }
 
+    /// Removes the record of `key` if it is exactly the tombstone `version`
+    /// (atomically with every write of the key), updating the Merkle tree and
+    /// counts. Whether it removed it.
+    fn remove_tombstone(&self, shard: ShardId, key: &[u8], version: Version) -> Result<bool, StorageError>;
+
+    /// Removes every tombstone of `shard` stamped before `before_hlc`: the
+    /// caller has established that no replica can hold anything older of
+    /// those keys any more (see `repair::purge`). How many it removed.
+    fn purge_tombstones(&self, shard: ShardId, before_hlc: u64) -> Result<u64, StorageError> {
+        let mut purged = 0;
+        let mut after: Option<Bytes> = None;
+        loop {
+            let page = self.scan_heads(shard, after.as_deref(), 4096)?;
+            let Some((last, _)) = page.last() else { return Ok(purged) };
+            after = Some(last.clone());
+            for (key, head) in page.into_iter().filter(|(_, h)| h.tombstone && h.version.hlc < before_hlc) {
+                purged += u64::from(self.remove_tombstone(shard, &key, head.version)?);
+            }
+        }
+    }
+
     /// Bytes the engine occupies on disk (0 for memory).
     fn size_on_disk(&self) -> u64;
 

@@ -272,6 +272,22 @@ impl Storage for SledStorage {
         }
     }
 
+    fn remove_tombstone(&self, shard: ShardId, key: &[u8], version: Version) -> Result<bool, StorageError> {
+        let tree = self.tree(shard)?;
+        let leaf = crate::merkle::leaf_of(key);
+        let _held = self.hold(shard, leaf);
+        let Some(raw) = tree.get(key)? else { return Ok(false) };
+        let head = codec::decode_head(&raw)?;
+        if !head.tombstone || head.version != version {
+            return Ok(false);
+        }
+        let digest = codec::digest(key, &raw)?;
+        tree.remove(key)?;
+        self.trees.shard(shard.0).remove(leaf, &digest);
+        self.counts[shard.0 as usize].records.fetch_sub(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
     fn scan(&self, shard: ShardId, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Page, StorageError> {
         let tree = self.tree(shard)?;
         let iter = match after {
