@@ -56,7 +56,20 @@ pub struct NodeConfig {
     pub admin_token: Option<String>,
     /// How far ahead of this node's clock a received version may be.
     pub max_clock_drift: Duration,
+    /// Tombstones older than this are purged once anti-entropy has verified
+    /// their shard equal on every replica, and retry-buffer mail older than
+    /// this is dropped (see `repair::purge`). Must be the same on every
+    /// node. `None`: tombstones are kept forever and mail never expires.
+    pub tombstone_grace: Option<Duration>,
+    /// How long a purge waits after the verification it rests on: longer
+    /// than any read or repair hop that began before it can still run.
+    pub purge_delay: Duration,
 }
+
+/// Default tombstone grace: one day.
+pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(86_400);
+/// Default purge delay: longer than a repair hop's 10-minute deadline.
+pub const DEFAULT_PURGE_DELAY: Duration = Duration::from_secs(15 * 60);
 
 pub const DEFAULT_ANTI_ENTROPY_INTERVAL_SECS: u64 = 600;
 
@@ -92,6 +105,8 @@ impl NodeConfig {
             anti_entropy_interval_secs: DEFAULT_ANTI_ENTROPY_INTERVAL_SECS,
             admin_token: None,
             max_clock_drift: Duration::from_millis(crate::clock::DEFAULT_MAX_DRIFT_MS),
+            tombstone_grace: Some(DEFAULT_TOMBSTONE_GRACE),
+            purge_delay: DEFAULT_PURGE_DELAY,
         }
     }
 }

@@ -178,6 +178,11 @@ struct ServeArgs {
     #[arg(long, env = "HEARSAY_MAX_CLOCK_DRIFT_MS", default_value_t = hearsay::clock::DEFAULT_MAX_DRIFT_MS,
           value_parser = clap::value_parser!(u64).range(1000..))]
     max_clock_drift_ms: u64,
+    /// Purge tombstones this long after the delete, once anti-entropy has
+    /// verified their shard on every replica; mail older than this is
+    /// dropped (and repaired by anti-entropy). 0 keeps tombstones forever.
+    #[arg(long, env = "HEARSAY_TOMBSTONE_GRACE_SECS", default_value_t = hearsay::config::DEFAULT_TOMBSTONE_GRACE.as_secs())]
+    tombstone_grace_secs: u64,
 }
 
 #[derive(Args)]
@@ -451,6 +456,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         anti_entropy_interval_secs: args.anti_entropy_interval.clamp(10, 604_800),
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
         max_clock_drift: Duration::from_millis(args.max_clock_drift_ms),
+        tombstone_grace: (args.tombstone_grace_secs > 0).then(|| Duration::from_secs(args.tombstone_grace_secs)),
         ..NodeConfig::new(node_id, args.data_dir)
     };
     let storage = hearsay::node::open_storage(&config).await?;

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub mail_dropped: Family<PeerLabels, Counter>,
     pub mail_pending: Family<PeerLabels, Gauge>,
     pub peer_clock_offset: Family<PeerLabels, Gauge>,
+    pub tombstones_purged: Counter,
     pub ae_runs: Counter,
     pub ae_hops: Counter,
     pub ae_keys_repaired: Counter,
@@ -78,6 +79,8 @@ impl Metrics {
         let mail_dropped = Family::<PeerLabels, Counter>::default();
         let mail_pending = Family::<PeerLabels, Gauge>::default();
         let peer_clock_offset = Family::<PeerLabels, Gauge>::default();
+        let tombstones_purged = Counter::default();
+        registry.register("tombstones_purged", "Tombstones purged from verified shards after the grace", tombstones_purged.clone());
         registry.register("peer_requests", "Requests this node sent to peers", wire.requests.clone());
         registry.register("peer_bytes_sent", "Bytes of peer requests sent (request line, headers, body)", wire.bytes_sent.clone());
         registry.register("peer_bytes_received", "Bytes of peer replies received (headers, body)", wire.bytes_received.clone());
@@ -123,6 +126,7 @@ impl Metrics {
             mail_dropped,
             mail_pending,
             peer_clock_offset,
+            tombstones_purged,
             ae_runs,
             ae_hops,
             ae_keys_repaired,

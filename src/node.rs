@@ -102,6 +102,7 @@ pub async fn run_with_storage(
             metrics: metrics.clone(),
             timeout: config.write_timeout,
             max_value_bytes: config.max_value_bytes,
+            tombstone_grace: config.tombstone_grace,
         },
         stop_tx.subscribe(),
     ));
@@ -111,7 +112,7 @@ pub async fn run_with_storage(
     workers.push(tokio::spawn(membership.clone().discover(peers, stopped())));
     let initial =
         crate::repair::Schedule { enabled: config.anti_entropy_enabled, interval_secs: config.anti_entropy_interval_secs, stamp: 0 };
-    let ae = Arc::new(crate::repair::AntiEntropy::open(repl.clone(), initial).map_err(storage_error)?);
+    let ae = Arc::new(crate::repair::AntiEntropy::open(repl.clone(), initial, purge_policy(&config)).map_err(storage_error)?);
     workers.push(tokio::spawn(ae.clone().scheduler(stopped())));
     let state = AppState::new(crate::api::Shared {
         repl: repl.clone(),
@@ -164,4 +165,13 @@ async fn renew_clock_reservation(hlc: Arc<Hlc>, shutdown: impl Future<Output = (
             _ = &mut shutdown => return,
         }
     }
+}
+
+/// The purge rules from the node's settings; `None` keeps tombstones forever.
+fn purge_policy(config: &NodeConfig) -> Option<crate::repair::purge::PurgePolicy> {
+    config.tombstone_grace.map(|grace| crate::repair::purge::PurgePolicy {
+        grace,
+        max_drift: config.max_clock_drift,
+        delay: config.purge_delay,
+    })
 }

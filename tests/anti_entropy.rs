@@ -402,3 +402,105 @@ async fn a_record_damaged_on_disk_is_quarantined_and_restored_from_a_peer() {
     let own_run = status["history"].as_array().unwrap().iter().any(|r| r["outcome"] == "completed" && r["shards_total"] == 1);
     assert!(own_run, "n3 ran a repair of the one shard by itself: {status}");
 }
+
+/// Records (values and tombstones) a node holds, summed over its shards.
+async fn local_records(c: &Client) -> u64 {
+    let shards = c.get_path("/admin/shards").await.unwrap().json();
+    shards["shards"].as_array().unwrap().iter().map(|s| s["records"].as_u64().unwrap()).sum()
+}
+
+/// Deletes leave tombstones until a run verifies their shard equal on every
+/// replica, after the grace (plus the drift margin) has passed since the
+/// delete; then every replica purges the same ones, so roots stay equal and
+/// the keys stay deleted. While a replica is down nothing can be verified,
+/// so nothing is purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_are_purged_only_after_every_replica_was_verified() {
+    let purging = NodeOpts {
+        tombstone_grace: Some(Duration::from_millis(500)),
+        purge_delay: Duration::from_millis(300),
+        max_clock_drift: Duration::from_secs(1),
+        ..opts()
+    };
+    let mut cluster = TestCluster::start(3, purging).await;
+    let c = cluster.client(0);
+    for i in 0..40 {
+        assert!(c.put(format!("gone/{i}").as_bytes(), "v", "w=all").await.unwrap().status.is_success());
+    }
+    for i in 0..20 {
+        assert!(c.delete(format!("gone/{i}").as_bytes(), "w=all").await.unwrap().status.is_success());
+    }
+    for n in 0..3 {
+        assert_eq!(local_records(&cluster.client(n)).await, 40, "20 values and 20 tombstones on n{}", n + 1);
+    }
+
+    // n3 is down: the run verifies nothing, so nothing is purged, however long we wait.
+    cluster.node(2).stop().await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let run = repair(&c, json!({})).await;
+    assert_eq!(run["outcome"], "partial", "n3 is skipped: {run}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for n in 0..2 {
+        assert_eq!(local_records(&cluster.client(n)).await, 40, "n{} purged with a replica missing", n + 1);
+    }
+
+    // n3 is back: one run verifies every shard, and the purge follows on every node.
+    cluster.node(2).start_again().await;
+    cluster.wait_ready().await;
+    let run = repair(&c, json!({})).await;
+    assert_eq!(run["outcome"], "completed", "{run}");
+    let cs = clients(&cluster);
+    wait_until("tombstones purged on every node", Duration::from_secs(10), || {
+        let cs = cs.clone();
+        async move {
+            for c in &cs {
+                if local_records(c).await != 20 {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(all_roots_equal(&cs).await, "every replica purged the same tombstones");
+    for c in &cs {
+        for i in 0..40 {
+            let status = c.get(format!("gone/{i}").as_bytes(), "r=one").await.unwrap().status;
+            assert_eq!(status, if i < 20 { StatusCode::NOT_FOUND } else { StatusCode::OK }, "gone/{i}");
+        }
+        let metrics = c.get_path("/metrics").await.unwrap().text();
+        assert!(metrics.contains("hearsay_tombstones_purged_total 20"), "{metrics}");
+    }
+    let again = repair(&c, json!({})).await;
+    assert_eq!(again["shards_diverged"], 0, "nothing to repair after the purge: {again}");
+}
+
+/// Mail older than the tombstone grace is dropped instead of delivered
+/// (a purge may have run on the far side of a delete it predates): it is
+/// counted, its shards are marked dirty, and a run brings the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_older_than_the_grace_is_dropped_and_repaired_instead() {
+    let mut cluster = TestCluster::start(3, NodeOpts { tombstone_grace: Some(Duration::from_millis(500)), ..opts() }).await;
+    cluster.node(2).stop().await;
+    let c = cluster.client(0);
+    for i in 0..10 {
+        assert!(c.put(format!("late/{i}").as_bytes(), "v", "w=one").await.unwrap().status.is_success());
+    }
+    assert_eq!(mail_for(&c, "n3").await["pending_records"], 10);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cluster.node(2).start_again().await;
+    cluster.wait_ready().await;
+    wait_until("the old mail is gone", Duration::from_secs(20), || {
+        let c = c.clone();
+        async move { mail_for(&c, "n3").await["pending_records"] == 0 }
+    })
+    .await;
+    let m = mail_for(&c, "n3").await;
+    assert_eq!(m["dropped"], 10, "{m}");
+    assert!(!m["dirty_shards"].as_array().unwrap().is_empty(), "{m}");
+    assert_eq!(local_keys(&cluster.client(2)).await, 0, "nothing was delivered");
+    let run = repair(&c, json!({})).await;
+    assert_eq!(run["outcome"], "completed", "{run}");
+    assert_eq!(local_keys(&cluster.client(2)).await, 10, "the run brought what the mail did not");
+    assert!(mail_for(&c, "n3").await["dirty_shards"].as_array().unwrap().is_empty());
+}

@@ -184,5 +184,8 @@ pub async fn verified(State(st): State<AppState>, uri: Uri, headers: HeaderMap, 
     let v: crate::rpc::Verified = accept(&st, &uri, &headers, body).await?;
     check_shard(&st, v.shard, v.shards)?;
     st.repl.settle_dirty(&v);
+    // A verification cannot have begun in this node's future: a sender's
+    // fast clock must not move the purge cutoff ahead.
+    st.ae.purges.note_verified(v.shard, v.checked_at_ms.min(SystemClock.now_ms()));
     Ok(reply(&()))
 }

@@ -3,8 +3,10 @@
 //! trees; [`ring`] runs a repair over many shards (the closed loop); this
 //! module owns the runs (one at a time, progress, cancel, a bounded
 //! persisted history) and the cluster-wide schedule that starts them.
+//! [`purge`] decides when verified shards may drop old tombstones.
 
 pub mod exchange;
+pub mod purge;
 pub mod ring;
 
 use crate::clock::{Clock, SystemClock};
@@ -27,6 +29,8 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
 /// How often a node that quarantined records at open checks whether the
 /// cluster is known, to start the run that restores them.
 const QUARANTINE_READY_CHECK: Duration = Duration::from_millis(200);
+/// How often due tombstone purges are looked for.
+const PURGE_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -106,11 +110,15 @@ pub struct AntiEntropy {
     schedule: Mutex<Schedule>,
     schedule_changed: Notify,
     verified: Arc<Mutex<Vec<Option<u64>>>>,
+    /// Verifications waiting to purge tombstones; `policy` is `None` when
+    /// tombstones are kept forever.
+    pub(crate) purges: Arc<purge::Purges>,
+    policy: Option<purge::PurgePolicy>,
 }
 
 impl AntiEntropy {
     /// Loads the persisted history and schedule (`initial` if none is stored).
-    pub fn open(repl: Arc<Replication>, initial: Schedule) -> Result<AntiEntropy, StorageError> {
+    pub fn open(repl: Arc<Replication>, initial: Schedule, policy: Option<purge::PurgePolicy>) -> Result<AntiEntropy, StorageError> {
         let storage = repl.kv.storage().clone();
         let mut history: VecDeque<RunSummary> =
             storage.aux_scan(HISTORY_TREE, None, usize::MAX)?.into_iter().filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect();
@@ -129,6 +137,8 @@ impl AntiEntropy {
             schedule: Mutex::new(schedule),
             schedule_changed: Notify::new(),
             verified: Arc::new(Mutex::new(vec![None; shards])),
+            purges: Arc::default(),
+            policy,
         })
     }
 
@@ -187,7 +197,13 @@ impl AntiEntropy {
         let cancel = CancellationToken::new();
         *running = Some(Running { summary: summary.clone(), cancel: cancel.clone() });
         self.repl.metrics().ae_runs.inc();
-        let runner = ring::Runner { repl: self.repl.clone(), summary: summary.clone(), cancel, verified: self.verified.clone() };
+        let runner = ring::Runner {
+            repl: self.repl.clone(),
+            summary: summary.clone(),
+            cancel,
+            verified: self.verified.clone(),
+            purges: self.purges.clone(),
+        };
         let this = self.clone();
         self.repl.spawn(async move {
             runner.run(shards, mode).await;
@@ -310,6 +326,7 @@ impl AntiEntropy {
         // them, so such shards get a run as soon as the cluster is known.
         let mut quarantined = !self.repl.kv.storage().quarantine().moved_at_open.is_empty();
         let mut ready_check = tokio::time::interval(QUARANTINE_READY_CHECK);
+        let mut purge_check = tokio::time::interval(PURGE_CHECK);
         loop {
             let changed = self.schedule_changed.notified();
             tokio::select! {
@@ -318,6 +335,10 @@ impl AntiEntropy {
                         quarantined = false;
                         self.repair_quarantine();
                     }
+                }
+                _ = purge_check.tick(), if self.policy.is_some() => {
+                    self.purge_due().await;
+                    continue;
                 }
                 _ = announce.tick() => {
                     self.announce_schedule();
@@ -334,6 +355,23 @@ impl AntiEntropy {
                 }
                 _ = changed => next_run = self.next_run(),
                 _ = &mut shutdown => return,
+            }
+        }
+    }
+
+    /// Purges the tombstones of every shard whose verification has ripened.
+    async fn purge_due(&self) {
+        let Some(policy) = self.policy else { return };
+        for (shard, before_hlc) in self.purges.due(&policy, SystemClock.now_ms()) {
+            let storage = self.repl.kv.storage().clone();
+            match tokio::task::spawn_blocking(move || storage.purge_tombstones(ShardId(shard), before_hlc)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => {
+                    self.repl.metrics().tombstones_purged.inc_by(n);
+                    tracing::info!(shard, tombstones = n, "purged tombstones older than the grace on a verified shard");
+                }
+                Ok(Err(e)) => tracing::warn!(shard, error = %e, "purging tombstones failed; the next verification tries again"),
+                Err(e) => tracing::error!(shard, error = %e, "purge task panicked"),
             }
         }
     }

@@ -24,6 +24,7 @@ pub struct Runner {
     pub cancel: CancellationToken,
     /// Unix ms at which each shard was last seen equal on all its replicas.
     pub verified: Arc<Mutex<Vec<Option<u64>>>>,
+    pub purges: Arc<super::purge::Purges>,
 }
 
 impl Runner {
@@ -120,12 +121,16 @@ impl Runner {
         });
     }
 
-    fn verified(&self, shard: ShardId, replicas: &[NodeId]) {
+    /// `shard` was found equal on all `replicas`, with every root read after
+    /// `checked_at_ms`: settle dirty marks and queue the tombstone purge
+    /// here and on every member.
+    fn verified(&self, shard: ShardId, replicas: &[NodeId], checked_at_ms: u64) {
         self.verified.lock().expect("verified lock")[shard.0 as usize] = Some(SystemClock.now_ms());
         let root = self.repl.kv.storage().trees().shard(shard.0).root();
         let names: Vec<String> = replicas.iter().map(|r| r.name().to_string()).collect();
-        let msg = Verified { shard: shard.0, shards: self.repl.membership.shards(), root, replicas: names };
+        let msg = Verified { shard: shard.0, shards: self.repl.membership.shards(), root, replicas: names, checked_at_ms };
         self.repl.settle_dirty(&msg);
+        self.purges.note_verified(shard.0, checked_at_ms);
         // Marks live on whichever node dropped the write: tell every member.
         for m in self.repl.membership.members().into_iter().filter(|m| m.id != self.me().name()) {
             let (peers, msg) = (self.repl.peers.clone(), msg.clone());
@@ -137,6 +142,7 @@ impl Runner {
 
     async fn ring(&self, shard: ShardId) {
         let replicas = self.repl.membership.placement().replicas(shard).to_vec();
+        let checked_at = SystemClock.now_ms();
         let roots = self.roots(shard, &replicas).await;
         let mut live = Vec::new();
         for (r, root) in replicas.iter().zip(&roots) {
@@ -150,7 +156,7 @@ impl Runner {
         let first = roots.iter().flatten().next().map(|r| r.0);
         if roots.iter().flatten().all(|r| Some(r.0) == first) {
             if all_live {
-                self.verified(shard, &replicas);
+                self.verified(shard, &replicas, checked_at);
             }
             return;
         }
@@ -179,9 +185,10 @@ impl Runner {
                     return;
                 }
             }
+            let checked_at = SystemClock.now_ms();
             if all_present_and_equal(&self.roots(shard, &live).await) {
                 if all_live {
-                    self.verified(shard, &replicas);
+                    self.verified(shard, &replicas, checked_at);
                 }
                 return;
             }
@@ -215,8 +222,9 @@ impl Runner {
         }
         // Pairwise repair reconciles me with each peer; all replicas are
         // verified equal only if every root now matches.
+        let checked_at = SystemClock.now_ms();
         if all_ok && mode == SyncMode::PushPull && all_present_and_equal(&self.roots(shard, &replicas).await) {
-            self.verified(shard, &replicas);
+            self.verified(shard, &replicas, checked_at);
         }
     }
 }

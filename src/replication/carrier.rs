@@ -1,8 +1,11 @@
 //! The mail carrier: one worker per peer that drains its retry buffer,
 //! oldest first, in batches, backing off exponentially (with jitter) while
-//! the peer does not answer.
+//! the peer does not answer. Mail older than the tombstone grace is dropped
+//! instead (counted, its shard marked dirty), which tombstone purge relies on.
 
 use super::Replication;
+use crate::clock::{Clock, SystemClock};
+use crate::types::shard_of;
 use rand::Rng;
 use std::future::Future;
 use std::sync::Arc;
@@ -56,7 +59,21 @@ impl Carrier {
 
     async fn deliver_batch(&self) -> Result<(), String> {
         let mailbox = &self.repl.mailbox;
-        let letters = mailbox.next_batch(&self.peer, BATCH_RECORDS, BATCH_BYTES).map_err(|e| e.to_string())?;
+        let mut letters = mailbox.next_batch(&self.peer, BATCH_RECORDS, BATCH_BYTES).map_err(|e| e.to_string())?;
+        if let Some(grace) = self.repl.tombstone_grace {
+            // A record older than the grace may already have been purged on
+            // the peer's side of a tombstone; delivering it could bring a
+            // deleted value back. Anti-entropy repairs the shard instead.
+            let oldest_ms = SystemClock.now_ms().saturating_sub(grace.as_millis() as u64);
+            let shards = self.repl.membership.shards();
+            let (stale, fresh): (Vec<_>, Vec<_>) = letters.into_iter().partition(|l| l.record.version.hlc >> 16 < oldest_ms);
+            if !stale.is_empty() {
+                let expired: Vec<_> = stale.iter().map(|l| (l.seq, shard_of(l.key.as_bytes(), shards))).collect();
+                tracing::info!(peer = %self.peer, records = expired.len(), "mail older than the tombstone grace dropped; anti-entropy repairs its shards");
+                mailbox.expire(&self.peer, &expired).map_err(|e| e.to_string())?;
+            }
+            letters = fresh;
+        }
         if letters.is_empty() {
             return Ok(());
         }

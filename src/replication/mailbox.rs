@@ -183,11 +183,7 @@ impl Mailbox {
         let records_after = q.by_key.len() as u64 - freed_records + 1;
         let bytes_after = q.bytes - freed_bytes + size;
         if records_after > self.limits.max_records || bytes_after > self.limits.max_bytes {
-            q.dropped += 1;
-            self.dropped_metric.get_or_create(&PeerLabels { peer: peer.to_string() }).inc();
-            if q.dirty.insert(shard.0) {
-                self.storage.aux_put(&dirty_tree(peer), &shard.0.to_be_bytes(), &[])?;
-            }
+            self.count_dropped(q, peer, shard)?;
             return Ok(Enqueued::Dropped);
         }
         let seq = q.next_seq;
@@ -231,17 +227,48 @@ impl Mailbox {
         Ok(out)
     }
 
+    /// A record that will not be delivered: counted, and its shard marked
+    /// dirty for `peer` so anti-entropy repairs it first.
+    fn count_dropped(&self, q: &mut PeerQueue, peer: &str, shard: ShardId) -> Result<(), StorageError> {
+        q.dropped += 1;
+        self.dropped_metric.get_or_create(&PeerLabels { peer: peer.to_string() }).inc();
+        if q.dirty.insert(shard.0) {
+            self.storage.aux_put(&dirty_tree(peer), &shard.0.to_be_bytes(), &[])?;
+        }
+        Ok(())
+    }
+
+    /// Drops letters too old to deliver (see `replication::carrier`), each
+    /// counted and its shard marked dirty, as for a full buffer.
+    pub fn expire(&self, peer: &str, letters: &[(u64, ShardId)]) -> Result<(), StorageError> {
+        let mut queues = self.queues.lock().expect("mailbox lock");
+        let Some(q) = queues.get_mut(peer) else { return Ok(()) };
+        let tree = mail_tree(peer);
+        for &(seq, shard) in letters {
+            if self.take(q, &tree, seq)? {
+                self.count_dropped(q, peer, shard)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes letter `seq` from the buffer; whether it was still there.
+    fn take(&self, q: &mut PeerQueue, tree: &str, seq: u64) -> Result<bool, StorageError> {
+        let Some((key, _)) = q.by_seq.remove(&seq) else { return Ok(false) };
+        if let Some(slot) = q.by_key.remove(&key) {
+            q.bytes -= slot.size;
+        }
+        self.storage.aux_remove(tree, &seq.to_be_bytes())?;
+        Ok(true)
+    }
+
     /// Removes delivered letters (unless a newer version replaced them since).
     pub fn delivered(&self, peer: &str, seqs: &[u64]) -> Result<(), StorageError> {
         let mut queues = self.queues.lock().expect("mailbox lock");
         let Some(q) = queues.get_mut(peer) else { return Ok(()) };
         let tree = mail_tree(peer);
         for &seq in seqs {
-            if let Some((key, _)) = q.by_seq.remove(&seq) {
-                if let Some(slot) = q.by_key.remove(&key) {
-                    q.bytes -= slot.size;
-                }
-                self.storage.aux_remove(&tree, &seq.to_be_bytes())?;
+            if self.take(q, &tree, seq)? {
                 q.sent += 1;
             }
         }

@@ -59,6 +59,9 @@ pub struct ReplicationSettings {
     /// How long a request waits for its w/r replicas (also each send's deadline).
     pub timeout: Duration,
     pub max_value_bytes: usize,
+    /// Mail stamped longer ago than this is dropped, not delivered (see
+    /// `repair::purge`); `None`: mail never expires.
+    pub tombstone_grace: Option<Duration>,
 }
 
 pub struct Replication {
@@ -69,6 +72,7 @@ pub struct Replication {
     me: NodeId,
     pub(crate) timeout: Duration,
     max_value_bytes: usize,
+    pub(crate) tombstone_grace: Option<Duration>,
     carriers: Mutex<HashSet<String>>,
     couriers: Mutex<HashMap<String, mpsc::Sender<courier::Parcel>>>,
     stop: watch::Receiver<bool>,
@@ -87,7 +91,7 @@ impl Replication {
         settings: ReplicationSettings,
         stop: watch::Receiver<bool>,
     ) -> Replication {
-        let ReplicationSettings { me, metrics, timeout, max_value_bytes } = settings;
+        let ReplicationSettings { me, metrics, timeout, max_value_bytes, tombstone_grace } = settings;
         Replication {
             kv,
             membership,
@@ -96,6 +100,7 @@ impl Replication {
             me,
             timeout,
             max_value_bytes,
+            tombstone_grace,
             carriers: Mutex::default(),
             couriers: Mutex::default(),
             stop,

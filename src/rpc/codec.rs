@@ -72,6 +72,15 @@ mod tests {
     }
 
     #[test]
+    fn golden_bytes_of_a_verification() {
+        let v = crate::rpc::Verified { shard: 2, shards: 8, root: [7; 32], replicas: vec!["n1".into()], checked_at_ms: 300 };
+        // format, shard 2, 8 shards, 32 root bytes, 1 replica "n1", checked_at varint 300
+        let expect = [&[1u8, 2, 8][..], &[7; 32], &[1, 2, b'n', b'1', 0xac, 0x02]].concat();
+        assert_eq!(encode(&v), expect);
+        assert_eq!(decode::<crate::rpc::Verified>(&expect).unwrap(), v);
+    }
+
+    #[test]
     fn bad_bytes_are_errors() {
         assert_eq!(decode::<ApplyBatch>(&[]), Err(CodecError::Empty));
         assert_eq!(decode::<ApplyBatch>(&[9, 0]), Err(CodecError::UnknownFormat(9)));

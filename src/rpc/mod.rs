@@ -195,13 +195,16 @@ pub struct ScheduleUpdate {
 }
 
 /// `POST /internal/verified`: a run found `shard` equal (with this root) on
-/// all of `replicas`; members settle their dirty marks for it.
+/// all of `replicas`; members settle their dirty marks for it and queue its
+/// tombstone purge (`repair::purge`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub shard: u32,
     pub shards: u32,
     pub root: [u8; 32],
     pub replicas: Vec<String>,
+    /// Unix ms, by the verifying node's clock, before any root compared was read.
+    pub checked_at_ms: u64,
 }
 
 /// `POST /internal/list`: the live keys of some shards in key order, for a

@@ -32,6 +32,9 @@ pub struct NodeOpts {
     pub write_timeout: Duration,
     pub net: Option<Arc<Net>>,
     pub admin_token: Option<String>,
+    pub tombstone_grace: Option<Duration>,
+    pub purge_delay: Duration,
+    pub max_clock_drift: Duration,
 }
 
 impl Default for NodeOpts {
@@ -49,6 +52,9 @@ impl Default for NodeOpts {
             write_timeout: Duration::from_secs(2),
             net: None,
             admin_token: None,
+            tombstone_grace: Some(hearsay::config::DEFAULT_TOMBSTONE_GRACE),
+            purge_delay: hearsay::config::DEFAULT_PURGE_DELAY,
+            max_clock_drift: Duration::from_millis(hearsay::clock::DEFAULT_MAX_DRIFT_MS),
         }
     }
 }
@@ -132,6 +138,9 @@ impl TestNode {
         c.retry_max_records = self.opts.retry_max_records;
         c.retry_max_bytes = self.opts.retry_max_bytes;
         c.admin_token = self.opts.admin_token.clone();
+        c.tombstone_grace = self.opts.tombstone_grace;
+        c.purge_delay = self.opts.purge_delay;
+        c.max_clock_drift = self.opts.max_clock_drift;
         if let Some(net) = &self.opts.net {
             c.links = Links(net.clone());
         }
