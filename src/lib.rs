@@ -10,7 +10,7 @@
 //! - [`membership`] the static member view learned from seeds
 //! - [`rpc`]       peer messages, their codec, request MACs, the peer client
 //! - [`replication`] the coordinator: direct mail, w/r levels, read repair, retry buffer, cluster-wide listing
-//! - [`repair`]    anti-entropy: Merkle exchange, closed-loop ring runs, schedule
+//! - [`repair`]    anti-entropy: Merkle exchange, closed-loop ring runs, schedule, tombstone purge
 //! - [`api`]       public, admin and internal HTTP routes, JSON errors, request metrics
 //! - [`metrics`]   the Prometheus registry and metric families
 //! - [`config`]    a node's settings
