@@ -134,23 +134,38 @@ pub trait Storage: Send + Sync + 'static {
     /// (no value copies): what a Merkle leaf listing needs.
     fn scan_heads(&self, shard: ShardId, after: Option<&[u8]>, limit: usize) -> Result<Vec<(Bytes, RecordHead)>, StorageError>;
 
+    /// Calls `visit` with the key and head of every record of a shard, in
+    /// key order, a page of [`Storage::scan_heads`] at a time, so memory
+    /// stays bounded. `visit` may remove the record it is given.
+    fn visit_heads(
+        &self,
+        shard: ShardId,
+        visit: &mut dyn FnMut(Bytes, RecordHead) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut after: Option<Bytes> = None;
+        loop {
+            let page = self.scan_heads(shard, after.as_deref(), 4096)?;
+            let Some((last, _)) = page.last() else { return Ok(()) };
+            after = Some(last.clone());
+            for (key, head) in page {
+                visit(key, head)?;
+            }
+        }
+    }
+
     /// The (leaf, key, version) of every record in the given leaves of a
     /// shard, in key order. Scans the shard; memory is bounded by the
     /// records of the requested leaves.
     fn leaf_entries(&self, shard: ShardId, leaves: &std::collections::BTreeSet<u32>) -> Result<Vec<(u32, Bytes, Version)>, StorageError> {
         let mut out = Vec::new();
-        let mut after: Option<Bytes> = None;
-        loop {
-            let page = self.scan_heads(shard, after.as_deref(), 4096)?;
-            let Some((last, _)) = page.last() else { return Ok(out) };
-            after = Some(last.clone());
-            for (key, head) in page {
-                let leaf = crate::merkle::leaf_of(&key);
-                if leaves.contains(&leaf) {
-                    out.push((leaf, key, head.version));
-                }
+        self.visit_heads(shard, &mut |key, head| {
+            let leaf = crate::merkle::leaf_of(&key);
+            if leaves.contains(&leaf) {
+                out.push((leaf, key, head.version));
             }
-        }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Removes the record of `key` if it is exactly the tombstone `version`
@@ -163,15 +178,13 @@ pub trait Storage: Send + Sync + 'static {
     /// those keys any more (see `repair::purge`). How many it removed.
     fn purge_tombstones(&self, shard: ShardId, before_hlc: u64) -> Result<u64, StorageError> {
         let mut purged = 0;
-        let mut after: Option<Bytes> = None;
-        loop {
-            let page = self.scan_heads(shard, after.as_deref(), 4096)?;
-            let Some((last, _)) = page.last() else { return Ok(purged) };
-            after = Some(last.clone());
-            for (key, head) in page.into_iter().filter(|(_, h)| h.tombstone && h.version.hlc < before_hlc) {
+        self.visit_heads(shard, &mut |key, head| {
+            if head.tombstone && head.version.hlc < before_hlc {
                 purged += u64::from(self.remove_tombstone(shard, &key, head.version)?);
             }
-        }
+            Ok(())
+        })?;
+        Ok(purged)
     }
 
     /// Bytes the engine occupies on disk (0 for memory).
