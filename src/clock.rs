@@ -120,7 +120,7 @@ impl Hlc {
 
     /// A fresh stamp, greater than every stamp issued or observed before.
     pub fn now(&self) -> Result<u64, crate::storage::StorageError> {
-        let physical = self.clock.now_ms().min((1 << 48) - 1) << 16;
+        let physical = self.physical();
         let mut prev = self.last.load(Ordering::SeqCst);
         let stamp = loop {
             let next = physical.max(prev + 1);
@@ -154,13 +154,18 @@ impl Hlc {
     /// key being written, and every writer that crossed the mark with it, for
     /// an fsync. Returns whether it moved the mark.
     pub fn renew_reservation(&self) -> Result<bool, crate::storage::StorageError> {
-        let physical = self.clock.now_ms().min((1 << 48) - 1) << 16;
+        let physical = self.physical();
         let now = physical.max(self.last.load(Ordering::SeqCst));
         let needed = now.saturating_add((RESERVE_MS / 2) << 16);
         if needed <= self.reserved_hint.load(Ordering::SeqCst) {
             return Ok(false);
         }
         self.extend(needed, now.saturating_add(RESERVE_MS << 16))
+    }
+
+    /// The wall clock as a stamp with no logical part (ms capped at 48 bits).
+    fn physical(&self) -> u64 {
+        self.clock.now_ms().min((1 << 48) - 1) << 16
     }
 
     /// Makes sure `stamp` is covered by the persisted mark; only a stamp the
