@@ -167,6 +167,14 @@ async fn a_missed_tombstone_is_repaired_as_a_tombstone() {
     assert!(c0.put(b"doomed", "alive", "w=all").await.unwrap().status.is_success());
     cluster.net.cut("n1", "n3");
     assert!(c0.delete(b"doomed", "w=quorum").await.unwrap().status.is_success());
+    // The write returns at quorum; the failed mail to n3 is dropped (the
+    // buffer holds nothing) just after. Heal only once that is recorded, so
+    // the mail cannot go through after all.
+    wait_until("the dropped mail marked its shard dirty", Duration::from_secs(10), || {
+        let c0 = c0.clone();
+        async move { mail_for(&c0, "n3").await["dirty_shards"].as_array().is_some_and(|d| !d.is_empty()) }
+    })
+    .await;
     cluster.net.heal("n1", "n3");
     let c2 = cluster.client(2);
     assert_eq!(c2.get(b"doomed", "r=one").await.unwrap().status, StatusCode::OK, "n3 missed the delete");
@@ -489,9 +497,18 @@ async fn mail_older_than_the_grace_is_dropped_and_repaired_instead() {
     for i in 0..10 {
         assert!(c.put(format!("late/{i}").as_bytes(), "v", "w=one").await.unwrap().status.is_success());
     }
-    let pending = mail_for(&c, "n3").await["pending_records"].clone();
+    // Direct mail to n3 fails after each write returns; every letter is
+    // then buffered, or already expired if this machine is slow.
+    wait_until("all ten letters buffered (or expired)", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move {
+            let m = mail_for(&c, "n3").await;
+            m["pending_records"].as_u64().unwrap_or(0) + m["dropped"].as_u64().unwrap_or(0) == 10
+        }
+    })
+    .await;
     if written.elapsed() < grace {
-        assert_eq!(pending, 10, "buffered, not yet expired");
+        assert_eq!(mail_for(&c, "n3").await["pending_records"], 10, "buffered, not yet expired");
     }
     tokio::time::sleep(grace + Duration::from_millis(500)).await;
     cluster.node(2).start_again().await;
