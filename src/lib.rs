@@ -3,7 +3,7 @@
 //! Crate map (one line per module: what it owns):
 //! - [`types`]     keys, versions, records, node ids, shards, consistency levels
 //! - [`clock`]     injectable wall clock, the hybrid logical clock, peers' clock offsets
-//! - [`storage`]   the `Storage` trait, sled and memory engines, record codec, group commit
+//! - [`storage`]   the `Storage` trait, sled and memory engines, record codec, group commit, purge floors
 //! - [`merkle`]    per-shard Merkle trees (kept by the engines) and the pure diff
 //! - [`kv`]        the node's local read/write path for keys (stamp, apply, durability, list)
 //! - [`placement`] which members replicate a shard, in ring order (pure)

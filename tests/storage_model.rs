@@ -54,10 +54,17 @@ enum Op {
         after: Option<usize>,
         limit: usize,
     },
-    /// Tombstones of `shard` stamped before `before` are purged.
+    /// Tombstones of `shard` stamped before `before` are purged, and the
+    /// shard's purge floor rises to `before`.
     Purge {
         shard: u32,
         before: u64,
+    },
+    /// The key's record is removed if it is the version named: its current
+    /// one (`current`) or one it does not hold.
+    RemoveVersion {
+        key: usize,
+        current: bool,
     },
     Restart,
 }
@@ -72,15 +79,30 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..SHARDS, 0..4usize, proptest::option::of(0..KEYS.len()), 1..5usize)
             .prop_map(|(shard, prefix, after, limit)| Op::Scan { shard, prefix, after, limit }),
         1 => (0..SHARDS, 0..120u64).prop_map(|(shard, before)| Op::Purge { shard, before }),
+        1 => (0..KEYS.len(), proptest::bool::ANY).prop_map(|(key, current)| Op::RemoveVersion { key, current }),
         1 => Just(Op::Restart),
     ]
 }
 
-/// The model: what last-writer-wins means, written as plainly as possible.
+/// The model: what last-writer-wins means, written as plainly as possible,
+/// and each shard's purge floor.
 #[derive(Default)]
-struct Model(BTreeMap<(u32, Vec<u8>), Record>);
+struct Model(BTreeMap<(u32, Vec<u8>), Record>, BTreeMap<u32, u64>);
 
 impl Model {
+    /// A record a peer sent: refused for an absent key below the shard's floor.
+    fn apply_peer(&mut self, key: &[u8], rec: &Record, pre: Precondition) -> Applied {
+        let shard = shard_of(key, SHARDS).0;
+        let floor = self.1.get(&shard).copied().unwrap_or(0);
+        match self.apply(key, rec, pre) {
+            Applied::Stored { previous: None } if rec.version.hlc < floor => {
+                self.0.remove(&(shard, key.to_vec()));
+                Applied::BelowFloor
+            }
+            outcome => outcome,
+        }
+    }
+
     fn apply(&mut self, key: &[u8], rec: &Record, pre: Precondition) -> Applied {
         let k = (shard_of(key, SHARDS).0, key.to_vec());
         let current = self.0.get(&k).map(Record::head);
@@ -151,7 +173,7 @@ fn check<S: Storage>(ops: &[Op], mut open: impl FnMut(Option<S>) -> S) -> Result
                 let key = KEYS[*key];
                 let rec = Record { version: Version { hlc: *hlc, node: *node }, value: value.clone().map(Bytes::from) };
                 let pre = precondition(*pre, &model, key);
-                let expected = model.apply(key, &rec, pre);
+                let expected = model.apply_peer(key, &rec, pre);
                 let got = store.apply(shard_of(key, SHARDS), key, &rec, pre).unwrap();
                 prop_assert_eq!(got, expected, "apply {:?} {:?}", key, rec);
             }
@@ -189,7 +211,23 @@ fn check<S: Storage>(ops: &[Op], mut open: impl FnMut(Option<S>) -> S) -> Result
                 for k in &doomed {
                     model.0.remove(k);
                 }
+                let floor = model.1.entry(*shard).or_default();
+                *floor = (*floor).max(*before);
                 prop_assert_eq!(store.purge_tombstones(ShardId(*shard), *before).unwrap(), doomed.len() as u64, "purge of shard {}", shard);
+                prop_assert_eq!(store.floors().get(ShardId(*shard)), *floor);
+            }
+            Op::RemoveVersion { key, current } => {
+                let key = KEYS[*key];
+                let k = (shard_of(key, SHARDS).0, key.to_vec());
+                let version = match model.0.get(&k) {
+                    Some(r) if *current => r.version,
+                    _ => Version { hlc: 999, node: 9 },
+                };
+                let expected = model.0.get(&k).is_some_and(|r| r.version == version);
+                if expected {
+                    model.0.remove(&k);
+                }
+                prop_assert_eq!(store.remove_version(ShardId(k.0), key, version).unwrap(), expected, "remove {:?} at {:?}", key, version);
             }
             Op::Restart => store = open(Some(store)),
         }
@@ -432,8 +470,12 @@ fn damaged_records_are_quarantined_at_open() {
         assert_eq!(store.trees().shard(shard.0).root(), root_with(&expected), "the tree holds only sound records");
         assert_eq!(store.counts(*shard).records, expected.len() as u64);
     }
-    // A peer's copy arrives (as anti-entropy would bring it) and is stored.
+    // A peer's copy arrives (as anti-entropy would bring it) and is stored,
+    // even below a purge floor: the key is missing only because it was damaged.
     let (rot_key, rot_shard, _) = &damaged[0];
+    store.purge_tombstones(*rot_shard, 100 << 16).unwrap();
+    let other = Record { version, value: Some(Bytes::from_static(b"other")) };
+    assert_eq!(store.apply(*rot_shard, b"never-held", &other, Precondition::None).unwrap(), Applied::BelowFloor, "the floor holds");
     assert_eq!(store.apply(*rot_shard, rot_key, &value(b"good"), Precondition::None).unwrap(), Applied::Stored { previous: None });
     drop(store);
     let store = SledStorage::open(&opts).unwrap();

@@ -18,6 +18,7 @@ struct Inner {
     trees: crate::merkle::Trees,
     meta: Mutex<HashMap<String, Vec<u8>>>,
     aux: Mutex<HashMap<String, AuxTree>>,
+    floors: super::floor::Floors,
 }
 
 #[derive(Clone)]
@@ -25,12 +26,14 @@ pub struct MemStorage(Arc<Inner>);
 
 impl MemStorage {
     pub fn new(shards: u32) -> MemStorage {
+        let shards_count = shards;
         let shards: Vec<Shard> = (0..shards).map(|_| RwLock::new((BTreeMap::new(), ShardCounts::default()))).collect();
         MemStorage(Arc::new(Inner {
             trees: crate::merkle::Trees::new(shards.len() as u32),
             shards,
             meta: Mutex::new(HashMap::new()),
             aux: Mutex::new(HashMap::new()),
+            floors: super::floor::Floors::load(shards_count, |_| Ok(None)).expect("no floors to read"),
         }))
     }
 
@@ -43,11 +46,12 @@ impl MemStorage {
         Ok(&self.0.shards[check_shard(shard, self.shard_count())?])
     }
 
-    /// Last-writer-wins apply with the shard's write lock held.
-    fn apply_locked(&self, shard: ShardId, guard: &mut ShardData, key: &[u8], record: &Record, pre: Precondition) -> Applied {
+    /// Last-writer-wins apply with the shard's write lock held, refusing
+    /// records below `floor` for absent keys.
+    fn apply_locked(&self, shard: ShardId, guard: &mut ShardData, key: &[u8], record: &Record, pre: Precondition, floor: u64) -> Applied {
         let (map, counts) = guard;
         let current = map.get(key).map(Record::head);
-        if let Some(outcome) = decide(current.as_ref(), record, pre) {
+        if let Some(outcome) = decide(current.as_ref(), record, pre, floor) {
             return outcome;
         }
         let (live, records) = count_delta(current.as_ref(), record);
@@ -72,7 +76,7 @@ impl Storage for MemStorage {
 
     fn apply(&self, shard: ShardId, key: &[u8], record: &Record, pre: Precondition) -> Result<Applied, StorageError> {
         let mut guard = self.shard(shard)?.write().expect("shard lock");
-        Ok(self.apply_locked(shard, &mut guard, key, record, pre))
+        Ok(self.apply_locked(shard, &mut guard, key, record, pre, self.0.floors.get(shard)))
     }
 
     fn write_fresh(
@@ -85,7 +89,8 @@ impl Storage for MemStorage {
     ) -> Result<(Record, Applied), StorageError> {
         let mut guard = self.shard(shard)?.write().expect("shard lock");
         let record = Record { version: stamp()?, value };
-        let outcome = self.apply_locked(shard, &mut guard, key, &record, pre);
+        // A fresh stamp is a new write, never a purged delete's value: no floor.
+        let outcome = self.apply_locked(shard, &mut guard, key, &record, pre, 0);
         Ok((record, outcome))
     }
 
@@ -119,16 +124,20 @@ impl Storage for MemStorage {
         Ok(guard.0.range::<[u8], _>((start, Bound::Unbounded)).take(limit).map(|(k, r)| (k.clone(), r.head())).collect())
     }
 
-    fn remove_tombstone(&self, shard: ShardId, key: &[u8], version: crate::types::Version) -> Result<bool, StorageError> {
+    fn remove_version(&self, shard: ShardId, key: &[u8], version: crate::types::Version) -> Result<bool, StorageError> {
         let mut guard = self.shard(shard)?.write().expect("shard lock");
         let (map, counts) = &mut *guard;
-        if !map.get(key).is_some_and(|r| r.is_tombstone() && r.version == version) {
-            return Ok(false);
-        }
-        map.remove(key);
+        let Some(record) = map.get(key).filter(|r| r.version == version) else { return Ok(false) };
+        let digest = crate::merkle::record_digest(key, version, record.value.as_deref());
+        counts.live = counts.live.saturating_sub(u64::from(!record.is_tombstone()));
         counts.records = counts.records.saturating_sub(1);
-        self.0.trees.forget(shard.0, key, &crate::merkle::record_digest(key, version, None));
+        map.remove(key);
+        self.0.trees.forget(shard.0, key, &digest);
         Ok(true)
+    }
+
+    fn floors(&self) -> &super::floor::Floors {
+        &self.0.floors
     }
 
     fn counts(&self, shard: ShardId) -> ShardCounts {

@@ -1,10 +1,12 @@
 //! Storage: the [`Storage`] trait every engine implements, its error type,
-//! and the rules shared by all engines (last-writer-wins apply, preconditions).
+//! and the rules shared by all engines (last-writer-wins apply, preconditions,
+//! the purge floor in [`floor`]).
 //! Engines: [`sled_engine`] (production) and [`mem_engine`] (tests). The
 //! on-disk record layout is in [`codec`]; grouped fsync in [`group_commit`].
 //! Nothing here knows about HTTP, peers or placement.
 
 pub mod codec;
+pub mod floor;
 pub mod group_commit;
 pub mod mem_engine;
 pub mod sled_engine;
@@ -67,6 +69,9 @@ pub enum Applied {
     Stale { current: RecordHead },
     /// The precondition did not hold; nothing changed.
     PreconditionFailed { current: Option<RecordHead> },
+    /// The key is absent and the record is older than the shard's purge
+    /// floor: its delete was purged here ([`floor`]); nothing changed.
+    BelowFloor,
 }
 
 impl Applied {
@@ -168,19 +173,26 @@ pub trait Storage: Send + Sync + 'static {
         Ok(out)
     }
 
-    /// Removes the record of `key` if it is exactly the tombstone `version`
-    /// (atomically with every write of the key), updating the Merkle tree and
-    /// counts. Whether it removed it.
-    fn remove_tombstone(&self, shard: ShardId, key: &[u8], version: Version) -> Result<bool, StorageError>;
+    /// Removes the record of `key` if it is exactly `version` (atomically
+    /// with every write of the key), updating the Merkle tree and counts.
+    /// Whether it removed it.
+    fn remove_version(&self, shard: ShardId, key: &[u8], version: Version) -> Result<bool, StorageError>;
+
+    /// The purge floor of every shard ([`floor`]), consulted by every apply.
+    fn floors(&self) -> &floor::Floors;
 
     /// Removes every tombstone of `shard` stamped before `before_hlc`: the
     /// caller has established that no replica can hold anything older of
-    /// those keys any more (see `repair::purge`). How many it removed.
+    /// those keys any more (see `repair::purge`). The shard's purge floor
+    /// rises to `before_hlc` first, so nothing older of a purged key can be
+    /// stored again. How many it removed.
     fn purge_tombstones(&self, shard: ShardId, before_hlc: u64) -> Result<u64, StorageError> {
+        check_shard(shard, self.shard_count())?;
+        self.floors().raise(shard, before_hlc, |k, v| self.meta_put(k, v))?;
         let mut purged = 0;
         self.visit_heads(shard, &mut |key, head| {
             if head.tombstone && head.version.hlc < before_hlc {
-                purged += u64::from(self.remove_tombstone(shard, &key, head.version)?);
+                purged += u64::from(self.remove_version(shard, &key, head.version)?);
             }
             Ok(())
         })?;
@@ -254,12 +266,14 @@ pub const DEFAULT_SHARDS: u32 = 64;
 
 /// Decides the last-writer-wins outcome of applying `record` over `current`.
 /// Shared by every engine so they cannot disagree.
-pub fn decide(current: Option<&RecordHead>, record: &Record, pre: Precondition) -> Option<Applied> {
+/// `floor` is the shard's purge floor ([`floor`]).
+pub fn decide(current: Option<&RecordHead>, record: &Record, pre: Precondition, floor: u64) -> Option<Applied> {
     if !pre.holds(current) {
         return Some(Applied::PreconditionFailed { current: current.copied() });
     }
     match current {
         Some(cur) if cur.version >= record.version => Some(Applied::Stale { current: *cur }),
+        None if record.version.hlc < floor => Some(Applied::BelowFloor),
         _ => None,
     }
 }

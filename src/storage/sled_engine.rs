@@ -43,6 +43,7 @@ pub struct SledStorage {
     trees: crate::merkle::Trees,
     stripes: Vec<Mutex<()>>,
     quarantine: Quarantine,
+    floors: super::floor::Floors,
 }
 
 /// Key stripes: enough that two writers rarely share one, few enough to
@@ -188,7 +189,12 @@ impl SledStorage {
             }
         }
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
-        Ok(SledStorage { db, meta, shards: trees, counts, trees: merkle, stripes, quarantine })
+        let floors = super::floor::Floors::load(shards, |k| Ok(meta.get(k)?.map(|v| v.to_vec())))?;
+        Ok(SledStorage { db, meta, shards: trees, counts, trees: merkle, stripes, quarantine, floors })
+    }
+
+    fn is_quarantined(&self, shard: ShardId, key: &[u8]) -> Result<bool, StorageError> {
+        Ok(self.db.open_tree(aux_tree_name(QUARANTINE_TREE))?.contains_key(quarantine_key(shard.0, key))?)
     }
 
     fn tree(&self, shard: ShardId) -> Result<&sled::Tree, StorageError> {
@@ -234,8 +240,12 @@ impl Storage for SledStorage {
         let leaf = crate::merkle::leaf_of(key);
         let _held = self.hold(shard, leaf);
         let current = tree.get(key)?.map(|v| codec::decode_head(&v)).transpose()?;
-        if let Some(outcome) = decide(current.as_ref(), record, pre) {
-            return Ok(outcome);
+        match decide(current.as_ref(), record, pre, self.floors.get(shard)) {
+            // A key whose record was quarantined is missing from a copy that
+            // is otherwise complete below the floor: a peer's copy restores it.
+            Some(Applied::BelowFloor) if self.is_quarantined(shard, key)? => {}
+            Some(outcome) => return Ok(outcome),
+            None => {}
         }
         self.replace(tree, shard, leaf, key, record)?;
         Ok(Applied::Stored { previous: current })
@@ -272,20 +282,26 @@ impl Storage for SledStorage {
         }
     }
 
-    fn remove_tombstone(&self, shard: ShardId, key: &[u8], version: Version) -> Result<bool, StorageError> {
+    fn remove_version(&self, shard: ShardId, key: &[u8], version: Version) -> Result<bool, StorageError> {
         let tree = self.tree(shard)?;
         let leaf = crate::merkle::leaf_of(key);
         let _held = self.hold(shard, leaf);
         let Some(raw) = tree.get(key)? else { return Ok(false) };
         let head = codec::decode_head(&raw)?;
-        if !head.tombstone || head.version != version {
+        if head.version != version {
             return Ok(false);
         }
         let digest = codec::digest(key, &raw)?;
         tree.remove(key)?;
         self.trees.shard(shard.0).remove(leaf, &digest);
-        self.counts[shard.0 as usize].records.fetch_sub(1, Ordering::Relaxed);
+        let c = &self.counts[shard.0 as usize];
+        c.records.fetch_sub(1, Ordering::Relaxed);
+        c.live.fetch_sub(i64::from(!head.tombstone), Ordering::Relaxed);
         Ok(true)
+    }
+
+    fn floors(&self) -> &super::floor::Floors {
+        &self.floors
     }
 
     fn scan(&self, shard: ShardId, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Page, StorageError> {
