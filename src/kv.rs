@@ -20,6 +20,17 @@ pub enum KvError {
     ClockSkew(#[from] crate::clock::TooFarAhead),
 }
 
+/// What became of a batch of peer records ([`KvService::apply_batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Records newer than what this node held, now stored.
+    pub applied: u32,
+    /// Per record: it was stored where no live value was.
+    pub created: Vec<bool>,
+    /// Indices of the records refused as below the shard's purge floor.
+    pub below_floor: Vec<u32>,
+}
+
 /// One page of a key listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPage {
@@ -92,24 +103,26 @@ impl KvService {
     }
 
     /// Applies records received from a peer (advancing the clock past each)
-    /// with one durability wait for the batch. Returns how many were applied
-    /// and, per record, whether it created a live value.
-    pub async fn apply_batch(&self, records: &[(Key, Record)]) -> Result<(u32, Vec<bool>), KvError> {
+    /// with one durability wait for the batch.
+    pub async fn apply_batch(&self, records: &[(Key, Record)]) -> Result<BatchOutcome, KvError> {
         // The whole batch is checked first, so a refused one applies nothing.
         for (_, record) in records {
             self.hlc.check_drift(record.version.hlc)?;
         }
-        let mut applied = 0;
-        let mut created = Vec::with_capacity(records.len());
-        for (key, record) in records {
+        let mut out = BatchOutcome { applied: 0, created: Vec::with_capacity(records.len()), below_floor: Vec::new() };
+        for (i, (key, record)) in records.iter().enumerate() {
             let outcome = self.apply_one(key, record, Precondition::None)?;
-            applied += u32::from(matches!(outcome, Applied::Stored { .. }));
-            created.push(outcome.created_live(record));
+            match outcome {
+                Applied::Stored { .. } => out.applied += 1,
+                Applied::BelowFloor => out.below_floor.push(i as u32),
+                Applied::Stale { .. } | Applied::PreconditionFailed { .. } => {}
+            }
+            out.created.push(outcome.created_live(record));
         }
-        if applied > 0 {
+        if out.applied > 0 {
             self.wait_durable().await?;
         }
-        Ok((applied, created))
+        Ok(out)
     }
 
     /// Every local apply goes through here: the clock moves past each version

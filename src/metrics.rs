@@ -52,6 +52,8 @@ pub struct Metrics {
     pub mail_pending: Family<PeerLabels, Gauge>,
     pub peer_clock_offset: Family<PeerLabels, Gauge>,
     pub tombstones_purged: Counter,
+    pub records_below_floor: Counter,
+    pub stale_records_dropped: Counter,
     pub ae_runs: Counter,
     pub ae_hops: Counter,
     pub ae_keys_repaired: Counter,
@@ -81,6 +83,17 @@ impl Metrics {
         let peer_clock_offset = Family::<PeerLabels, Gauge>::default();
         let tombstones_purged = Counter::default();
         registry.register("tombstones_purged", "Tombstones purged from verified shards after the grace", tombstones_purged.clone());
+        let (records_below_floor, stale_records_dropped) = (Counter::default(), Counter::default());
+        registry.register(
+            "records_below_purge_floor",
+            "Peer records refused as older than their shard's purge floor: deleted values a stale copy still held",
+            records_below_floor.clone(),
+        );
+        registry.register(
+            "stale_records_dropped",
+            "Records this node dropped from its own copy after a replica refused them as below its purge floor",
+            stale_records_dropped.clone(),
+        );
         registry.register("peer_requests", "Requests this node sent to peers", wire.requests.clone());
         registry.register("peer_bytes_sent", "Bytes of peer requests sent (request line, headers, body)", wire.bytes_sent.clone());
         registry.register("peer_bytes_received", "Bytes of peer replies received (headers, body)", wire.bytes_received.clone());
@@ -127,6 +140,8 @@ impl Metrics {
             mail_pending,
             peer_clock_offset,
             tombstones_purged,
+            records_below_floor,
+            stale_records_dropped,
             ae_runs,
             ae_hops,
             ae_keys_repaired,

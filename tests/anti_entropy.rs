@@ -15,10 +15,6 @@ fn opts() -> NodeOpts {
     NodeOpts { write_timeout: Duration::from_millis(1500), ..NodeOpts::default() }
 }
 
-fn clients(c: &TestCluster) -> Vec<Client> {
-    (0..c.nodes.len()).map(|i| c.client(i)).collect()
-}
-
 /// Keys that fall in `shard` (of `shards`).
 fn keys_in(shard: u32, shards: u32, prefix: &str, n: usize) -> Vec<Vec<u8>> {
     (0..).map(|i| format!("{prefix}/{i}").into_bytes()).filter(|k| shard_of(k, shards).0 == shard).take(n).collect()
@@ -47,12 +43,12 @@ async fn seeds_scenario(retry_max_records: u64) {
     }
     let c2 = cluster.client(2);
     assert!(local_keys(&c2).await < 300, "direct mail alone must not have healed n3 in this scenario");
-    assert!(!all_roots_equal(&clients(&cluster)).await);
+    assert!(!all_roots_equal(&cluster.clients()).await);
 
     let run = repair(&cluster.client(0), json!({})).await;
     assert_eq!(run["outcome"], "completed", "{run}");
     assert!(run["shards_diverged"].as_u64().unwrap() > 0, "{run}");
-    assert!(all_roots_equal(&clients(&cluster)).await, "roots differ after one ring run: {run}");
+    assert!(all_roots_equal(&cluster.clients()).await, "roots differ after one ring run: {run}");
     for (k, v) in &written {
         let r = c2.get(k.as_bytes(), "r=one").await.unwrap();
         assert_eq!((r.status, r.text()), (StatusCode::OK, v.clone()), "key {k} on the restarted node");
@@ -76,7 +72,7 @@ async fn one_ring_run_heals_an_overflowed_retry_buffer() {
 
 async fn ring_bound(n: usize) {
     let cluster = TestCluster::start(n, NodeOpts { rf: n, ..opts() }).await;
-    let cs = clients(&cluster);
+    let cs = cluster.clients();
     let shard = 3u32;
     let bound = 2 * n as u64 - 2;
     // Divergence on each replica alone, then on all of them at once.
@@ -116,7 +112,7 @@ async fn ring_converges_within_2n_minus_2_hops_for_5_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_bandwidth_follows_the_difference_not_the_shard() {
     let cluster = TestCluster::start(3, NodeOpts { shards: Some(1), ..opts() }).await;
-    let cs = clients(&cluster);
+    let cs = cluster.clients();
     let base: Vec<(Vec<u8>, u64, Option<Vec<u8>>)> =
         (0..100_000u32).map(|i| (format!("bw/{i:06}").into_bytes(), 500, Some(b"small-value-0123".to_vec()))).collect();
     for c in &cs {
@@ -182,16 +178,16 @@ async fn a_missed_tombstone_is_repaired_as_a_tombstone() {
 
     let run = repair(&c2, json!({})).await;
     assert_eq!(run["outcome"], "completed", "{run}");
-    for c in clients(&cluster) {
+    for c in cluster.clients() {
         assert_eq!(c.get(b"doomed", "r=one").await.unwrap().status, StatusCode::NOT_FOUND, "the value came back");
     }
-    assert!(all_roots_equal(&clients(&cluster)).await);
+    assert!(all_roots_equal(&cluster.clients()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_keep_flowing_during_a_run_and_a_second_run_finds_nothing() {
     let cluster = TestCluster::start(3, opts()).await;
-    let cs = clients(&cluster);
+    let cs = cluster.clients();
     for (i, c) in cs.iter().enumerate() {
         plant(c, (0..200).map(|j| (format!("conc/{i}/{j}").into_bytes(), 700, Some(vec![1; 64]))).collect()).await;
     }
@@ -220,7 +216,7 @@ async fn writes_keep_flowing_during_a_run_and_a_second_run_finds_nothing() {
 async fn admin_trigger_progress_history_cancel_conflict_and_schedule() {
     let token = "s3cret-admin".to_string();
     let cluster = TestCluster::start(3, NodeOpts { admin_token: Some(token.clone()), ..opts() }).await;
-    let cs = clients(&cluster);
+    let cs = cluster.clients();
     // The admin token is enforced.
     let bare = Client::new(&cluster.nodes[0].url).unwrap();
     let r = bare.get_path("/admin/anti-entropy").await.unwrap();
@@ -391,7 +387,7 @@ async fn a_record_damaged_on_disk_is_quarantined_and_restored_from_a_peer() {
     })
     .await;
     wait_until("all roots equal", Duration::from_secs(20), || {
-        let cs = clients(&cluster);
+        let cs = cluster.clients();
         async move { all_roots_equal(&cs).await }
     })
     .await;
@@ -409,121 +405,4 @@ async fn a_record_damaged_on_disk_is_quarantined_and_restored_from_a_peer() {
     let status = c2.get_path("/admin/anti-entropy").await.unwrap().json();
     let own_run = status["history"].as_array().unwrap().iter().any(|r| r["outcome"] == "completed" && r["shards_total"] == 1);
     assert!(own_run, "n3 ran a repair of the one shard by itself: {status}");
-}
-
-/// Records (values and tombstones) a node holds, summed over its shards.
-async fn local_records(c: &Client) -> u64 {
-    let shards = c.get_path("/admin/shards").await.unwrap().json();
-    shards["shards"].as_array().unwrap().iter().map(|s| s["records"].as_u64().unwrap()).sum()
-}
-
-/// Deletes leave tombstones until a run verifies their shard equal on every
-/// replica, after the grace (plus the drift margin) has passed since the
-/// delete; then every replica purges the same ones, so roots stay equal and
-/// the keys stay deleted. While a replica is down nothing can be verified,
-/// so nothing is purged.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tombstones_are_purged_only_after_every_replica_was_verified() {
-    let purging = NodeOpts {
-        tombstone_grace: Some(Duration::from_millis(500)),
-        purge_delay: Duration::from_millis(300),
-        max_clock_drift: Duration::from_secs(1),
-        ..opts()
-    };
-    let mut cluster = TestCluster::start(3, purging).await;
-    let c = cluster.client(0);
-    for i in 0..40 {
-        assert!(c.put(format!("gone/{i}").as_bytes(), "v", "w=all").await.unwrap().status.is_success());
-    }
-    for i in 0..20 {
-        assert!(c.delete(format!("gone/{i}").as_bytes(), "w=all").await.unwrap().status.is_success());
-    }
-    for n in 0..3 {
-        assert_eq!(local_records(&cluster.client(n)).await, 40, "20 values and 20 tombstones on n{}", n + 1);
-    }
-
-    // n3 is down: the run verifies nothing, so nothing is purged, however long we wait.
-    cluster.node(2).stop().await;
-    tokio::time::sleep(Duration::from_millis(1800)).await;
-    let run = repair(&c, json!({})).await;
-    assert_eq!(run["outcome"], "partial", "n3 is skipped: {run}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    for n in 0..2 {
-        assert_eq!(local_records(&cluster.client(n)).await, 40, "n{} purged with a replica missing", n + 1);
-    }
-
-    // n3 is back: one run verifies every shard, and the purge follows on every node.
-    cluster.node(2).start_again().await;
-    cluster.wait_ready().await;
-    let run = repair(&c, json!({})).await;
-    assert_eq!(run["outcome"], "completed", "{run}");
-    let cs = clients(&cluster);
-    wait_until("tombstones purged on every node", Duration::from_secs(10), || {
-        let cs = cs.clone();
-        async move {
-            for c in &cs {
-                if local_records(c).await != 20 {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
-    assert!(all_roots_equal(&cs).await, "every replica purged the same tombstones");
-    for c in &cs {
-        for i in 0..40 {
-            let status = c.get(format!("gone/{i}").as_bytes(), "r=one").await.unwrap().status;
-            assert_eq!(status, if i < 20 { StatusCode::NOT_FOUND } else { StatusCode::OK }, "gone/{i}");
-        }
-        let metrics = c.get_path("/metrics").await.unwrap().text();
-        assert!(metrics.contains("hearsay_tombstones_purged_total 20"), "{metrics}");
-    }
-    let again = repair(&c, json!({})).await;
-    assert_eq!(again["shards_diverged"], 0, "nothing to repair after the purge: {again}");
-}
-
-/// Mail older than the tombstone grace is dropped instead of delivered
-/// (a purge may have run on the far side of a delete it predates): it is
-/// counted, its shards are marked dirty, and a run brings the records.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mail_older_than_the_grace_is_dropped_and_repaired_instead() {
-    // A grace well above how long the writes below take, even on a busy machine.
-    let grace = Duration::from_secs(2);
-    let mut cluster = TestCluster::start(3, NodeOpts { tombstone_grace: Some(grace), ..opts() }).await;
-    cluster.node(2).stop().await;
-    let c = cluster.client(0);
-    let written = std::time::Instant::now();
-    for i in 0..10 {
-        assert!(c.put(format!("late/{i}").as_bytes(), "v", "w=one").await.unwrap().status.is_success());
-    }
-    // Direct mail to n3 fails after each write returns; every letter is
-    // then buffered, or already expired if this machine is slow.
-    wait_until("all ten letters buffered (or expired)", Duration::from_secs(10), || {
-        let c = c.clone();
-        async move {
-            let m = mail_for(&c, "n3").await;
-            m["pending_records"].as_u64().unwrap_or(0) + m["dropped"].as_u64().unwrap_or(0) == 10
-        }
-    })
-    .await;
-    if written.elapsed() < grace {
-        assert_eq!(mail_for(&c, "n3").await["pending_records"], 10, "buffered, not yet expired");
-    }
-    tokio::time::sleep(grace + Duration::from_millis(500)).await;
-    cluster.node(2).start_again().await;
-    cluster.wait_ready().await;
-    wait_until("the old mail is gone", Duration::from_secs(20), || {
-        let c = c.clone();
-        async move { mail_for(&c, "n3").await["pending_records"] == 0 }
-    })
-    .await;
-    let m = mail_for(&c, "n3").await;
-    assert_eq!(m["dropped"], 10, "{m}");
-    assert!(!m["dirty_shards"].as_array().unwrap().is_empty(), "{m}");
-    assert_eq!(local_keys(&cluster.client(2)).await, 0, "nothing was delivered");
-    let run = repair(&c, json!({})).await;
-    assert_eq!(run["outcome"], "completed", "{run}");
-    assert_eq!(local_keys(&cluster.client(2)).await, 10, "the run brought what the mail did not");
-    assert!(mail_for(&c, "n3").await["dirty_shards"].as_array().unwrap().is_empty());
 }

@@ -58,8 +58,15 @@ pub async fn apply(State(st): State<AppState>, uri: Uri, headers: HeaderMap, bod
         .map(|r| r.into_parts(st.max_value_bytes))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let (applied, created) = st.repl.kv.apply_batch(&records).await?;
-    Ok(reply(&ApplyReply { applied, created }))
+    let out = st.repl.kv.apply_batch(&records).await?;
+    if !out.below_floor.is_empty() {
+        st.metrics.records_below_floor.inc_by(out.below_floor.len() as u64);
+        tracing::info!(
+            records = out.below_floor.len(),
+            "refused records older than their shard's purge floor: deleted values a stale copy still held"
+        );
+    }
+    Ok(reply(&ApplyReply { applied: out.applied, created: out.created, below_floor: out.below_floor }))
 }
 
 pub async fn read(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -168,6 +175,7 @@ pub async fn sync(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body
         shard,
         timeout: std::time::Duration::from_secs(600),
         max_value_bytes: st.max_value_bytes,
+        metrics: &st.metrics,
     };
     let report = ex.run(req.mode).await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "exchange_failed", e.to_string()))?;
     Ok(reply(&report))
@@ -184,8 +192,12 @@ pub async fn verified(State(st): State<AppState>, uri: Uri, headers: HeaderMap, 
     let v: crate::rpc::Verified = accept(&st, &uri, &headers, body).await?;
     check_shard(&st, v.shard, v.shards)?;
     st.repl.settle_dirty(&v);
-    // A verification cannot have begun in this node's future: a sender's
-    // fast clock must not move the purge cutoff ahead.
-    st.ae.purges.note_verified(v.shard, v.checked_at_ms.min(SystemClock.now_ms()));
+    // Only a copy that was verified may purge: a member that is not among the
+    // replicas may hold a stale copy, and its floor must not claim otherwise.
+    if v.replicas.iter().any(|r| *r == st.node) {
+        // A verification cannot have begun in this node's future: a sender's
+        // fast clock must not move the purge cutoff ahead.
+        st.ae.purges.note_verified(v.shard, v.checked_at_ms.min(SystemClock.now_ms()));
+    }
     Ok(reply(&()))
 }

@@ -44,6 +44,7 @@ pub struct Exchange<'a> {
     pub shard: ShardId,
     pub timeout: Duration,
     pub max_value_bytes: usize,
+    pub metrics: &'a crate::metrics::Metrics,
 }
 
 impl Exchange<'_> {
@@ -189,7 +190,29 @@ impl Exchange<'_> {
 
     async fn send(&self, records: Vec<WireRecord>, report: &mut SyncReport) -> Result<(), ExchangeError> {
         report.keys_sent += records.len() as u64;
-        let _: ApplyReply = self.call(PATH_APPLY, &ApplyBatch { records }, report).await?;
+        let sent: Vec<(Bytes, Version)> = records.iter().map(|r| (r.key.clone(), Version { hlc: r.hlc, node: r.node })).collect();
+        let reply: ApplyReply = self.call(PATH_APPLY, &ApplyBatch { records }, report).await?;
+        self.drop_below_floor(&sent, &reply.below_floor)
+    }
+
+    /// The peer refused these records as below its purge floor: their
+    /// deletes were verified and purged on the shard's replicas while this
+    /// copy missed them, so this copy drops them too (unless the key was
+    /// written since), and the replicas converge without bringing them back.
+    fn drop_below_floor(&self, sent: &[(Bytes, Version)], refused: &[u32]) -> Result<(), ExchangeError> {
+        let mut dropped = 0u64;
+        for (key, version) in refused.iter().filter_map(|&i| sent.get(i as usize)) {
+            dropped += u64::from(self.kv.storage().remove_version(self.shard, key, *version)?);
+        }
+        if dropped > 0 {
+            self.metrics.stale_records_dropped.inc_by(dropped);
+            tracing::info!(
+                shard = self.shard.0,
+                peer = self.peer.0,
+                records = dropped,
+                "dropped records a replica refused as below its purge floor: deletes this copy missed"
+            );
+        }
         Ok(())
     }
 }

@@ -13,8 +13,16 @@
 //! So at `checked_at + delay` every tombstone stamped before
 //! `checked_at - grace - max drift` can go, on every replica alike, which
 //! keeps their roots equal. A replica that was away cannot be verified, so
-//! nothing its shards hold is purged while it is gone. [`Purges`] is the
-//! pure bookkeeping: verifications in, due purges out, time passed in.
+//! nothing its shards hold is purged while it is gone.
+//!
+//! One copy escapes rule 1: a former replica's. Placement with bounded
+//! loads can move a shard away from a node when a member joins and back
+//! when another joins, and the node keeps its old copy meanwhile. So each
+//! purge also raises the shard's purge floor (`storage::floor`) on the
+//! verified replicas, which then refuse anything older for a key they lack.
+//! Only members among the verified replicas purge; others' copies were not
+//! verified. [`Purges`] is the pure bookkeeping: verifications in, due
+//! purges out, time passed in.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -93,6 +93,7 @@ impl Runner {
                 shard,
                 timeout: HOP_TIMEOUT,
                 max_value_bytes: self.repl.max_value_bytes(),
+                metrics: self.repl.metrics(),
             };
             return ex.run(mode).await.map_err(|e| e.to_string());
         }
@@ -122,15 +123,18 @@ impl Runner {
     }
 
     /// `shard` was found equal on all `replicas`, with every root read after
-    /// `checked_at_ms`: settle dirty marks and queue the tombstone purge
-    /// here and on every member.
+    /// `checked_at_ms`: settle dirty marks on every member and queue the
+    /// tombstone purge on every replica (only a verified copy may purge and
+    /// raise its purge floor).
     fn verified(&self, shard: ShardId, replicas: &[NodeId], checked_at_ms: u64) {
         self.verified.lock().expect("verified lock")[shard.0 as usize] = Some(SystemClock.now_ms());
         let root = self.repl.kv.storage().trees().shard(shard.0).root();
         let names: Vec<String> = replicas.iter().map(|r| r.name().to_string()).collect();
         let msg = Verified { shard: shard.0, shards: self.repl.membership.shards(), root, replicas: names, checked_at_ms };
         self.repl.settle_dirty(&msg);
-        self.purges.note_verified(shard.0, checked_at_ms);
+        if replicas.contains(self.me()) {
+            self.purges.note_verified(shard.0, checked_at_ms);
+        }
         // Marks live on whichever node dropped the write: tell every member.
         for m in self.repl.membership.members().into_iter().filter(|m| m.id != self.me().name()) {
             let (peers, msg) = (self.repl.peers.clone(), msg.clone());

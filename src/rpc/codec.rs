@@ -55,7 +55,9 @@ mod tests {
 
     #[test]
     fn golden_bytes_of_a_reply_and_hello() {
-        assert_eq!(encode(&crate::rpc::ApplyReply { applied: 2, created: vec![true, false] }), [1, 2, 2, 1, 0]);
+        // applied 2, created [true, false], below_floor [1]
+        let reply = crate::rpc::ApplyReply { applied: 2, created: vec![true, false], below_floor: vec![1] };
+        assert_eq!(encode(&reply), [1, 2, 2, 1, 0, 1, 1]);
         let hello = crate::rpc::Hello { node: "n1".into(), addr: "a:1".into(), shards: 64 };
         assert_eq!(encode(&hello), [1, 2, b'n', b'1', 3, b'a', b':', b'1', 64]);
     }

@@ -58,6 +58,10 @@ pub struct ApplyReply {
     pub applied: u32,
     /// Per record of the batch: it was stored where no live value was.
     pub created: Vec<bool>,
+    /// Indices of the records refused as older than the receiver's purge
+    /// floor for keys it does not hold: deleted values whose tombstones were
+    /// purged (`storage::floor`). The sender's copy of them is stale.
+    pub below_floor: Vec<u32>,
 }
 
 /// `POST /internal/read`: the receiver's record for one key.

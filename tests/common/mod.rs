@@ -232,6 +232,10 @@ impl TestCluster {
         &mut self.nodes[i]
     }
 
+    pub fn clients(&self) -> Vec<Client> {
+        (0..self.nodes.len()).map(|i| self.client(i)).collect()
+    }
+
     pub fn client(&self, i: usize) -> Client {
         self.nodes[i].client()
     }
@@ -289,11 +293,25 @@ pub async fn mail_for(c: &Client, peer: &str) -> serde_json::Value {
     mail["peers"].as_array().unwrap().iter().find(|p| p["peer"] == peer).cloned().unwrap_or(serde_json::Value::Null)
 }
 
+/// Sends a signed peer-protocol request, as another member would, and
+/// decodes the reply.
+pub async fn peer_call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(c: &Client, path: &str, req: &Req) -> Resp {
+    use hearsay::rpc::codec;
+    use hearsay::rpc::mac::{MacKey, HEADER};
+    let body = codec::encode(req);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let auth = MacKey::from_secret(SECRET).unwrap().sign("POST", path, now, "test", &body);
+    let r = c.send(hyper::Method::POST, path, &[(HEADER, &auth)], body.into()).await.unwrap();
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    codec::decode(&r.body).unwrap()
+}
+
 /// Writes records straight into one node's store through a signed
 /// `/internal/apply`, bypassing replication: how tests plant divergence.
-pub async fn plant(c: &Client, records: Vec<(Vec<u8>, u64, Option<Vec<u8>>)>) {
-    use hearsay::rpc::mac::{MacKey, HEADER};
-    use hearsay::rpc::{codec, ApplyBatch, WireRecord};
+/// Returns the replies, one per chunk of 2000 records.
+pub async fn plant(c: &Client, records: Vec<(Vec<u8>, u64, Option<Vec<u8>>)>) -> Vec<hearsay::rpc::ApplyReply> {
+    use hearsay::rpc::{ApplyBatch, WireRecord};
+    let mut replies = Vec::new();
     for chunk in records.chunks(2000) {
         let batch = ApplyBatch {
             records: chunk
@@ -301,12 +319,9 @@ pub async fn plant(c: &Client, records: Vec<(Vec<u8>, u64, Option<Vec<u8>>)>) {
                 .map(|(k, hlc, v)| WireRecord { key: k.clone().into(), hlc: *hlc, node: 42, value: v.clone().map(Into::into) })
                 .collect(),
         };
-        let body = codec::encode(&batch);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-        let auth = MacKey::from_secret(SECRET).unwrap().sign("POST", "/internal/apply", now, "test", &body);
-        let r = c.send(hyper::Method::POST, "/internal/apply", &[(HEADER, &auth)], body.into()).await.unwrap();
-        assert_eq!(r.status, 200, "{}", r.text());
+        replies.push(peer_call(c, hearsay::rpc::PATH_APPLY, &batch).await);
     }
+    replies
 }
 
 /// Starts an anti-entropy run; returns its id.

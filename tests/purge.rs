@@ -1,0 +1,216 @@
+//! Tombstone purge across real in-process nodes: tombstones go only after
+//! every replica was verified, mail older than the grace is dropped instead
+//! of delivered, and a copy that missed a purge (a node that was not a
+//! replica when its shard purged) cannot bring a purged delete back.
+
+mod common;
+
+use common::{all_roots_equal, local_keys, mail_for, peer_call, plant, repair, wait_until, NodeOpts, TestCluster};
+use hearsay::client::Client;
+use hearsay::placement::PlacementTable;
+use hearsay::rpc::{SyncMode, SyncReport, SyncRequest, PATH_SYNC};
+use hearsay::types::{shard_of, NodeId, ShardId};
+use hyper::StatusCode;
+use serde_json::json;
+use std::time::Duration;
+
+fn opts() -> NodeOpts {
+    NodeOpts { write_timeout: Duration::from_millis(1500), ..NodeOpts::default() }
+}
+
+/// Settings that purge within seconds: a tombstone may go 1.5 s after its
+/// delete, 0.3 s after a verification.
+fn purging() -> NodeOpts {
+    NodeOpts {
+        tombstone_grace: Some(Duration::from_millis(500)),
+        purge_delay: Duration::from_millis(300),
+        max_clock_drift: Duration::from_secs(1),
+        ..opts()
+    }
+}
+
+/// Records (values and tombstones) a node holds, summed over its shards.
+async fn local_records(c: &Client) -> u64 {
+    let shards = c.get_path("/admin/shards").await.unwrap().json();
+    shards["shards"].as_array().unwrap().iter().map(|s| s["records"].as_u64().unwrap()).sum()
+}
+
+/// Deletes leave tombstones until a run verifies their shard equal on every
+/// replica, after the grace (plus the drift margin) has passed since the
+/// delete; then every replica purges the same ones, so roots stay equal and
+/// the keys stay deleted. While a replica is down nothing can be verified,
+/// so nothing is purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_are_purged_only_after_every_replica_was_verified() {
+    let mut cluster = TestCluster::start(3, purging()).await;
+    let c = cluster.client(0);
+    for i in 0..40 {
+        assert!(c.put(format!("gone/{i}").as_bytes(), "v", "w=all").await.unwrap().status.is_success());
+    }
+    for i in 0..20 {
+        assert!(c.delete(format!("gone/{i}").as_bytes(), "w=all").await.unwrap().status.is_success());
+    }
+    for n in 0..3 {
+        assert_eq!(local_records(&cluster.client(n)).await, 40, "20 values and 20 tombstones on n{}", n + 1);
+    }
+
+    // n3 is down: the run verifies nothing, so nothing is purged, however long we wait.
+    cluster.node(2).stop().await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let run = repair(&c, json!({})).await;
+    assert_eq!(run["outcome"], "partial", "n3 is skipped: {run}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for n in 0..2 {
+        assert_eq!(local_records(&cluster.client(n)).await, 40, "n{} purged with a replica missing", n + 1);
+    }
+
+    // n3 is back: one run verifies every shard, and the purge follows on every node.
+    cluster.node(2).start_again().await;
+    cluster.wait_ready().await;
+    let run = repair(&c, json!({})).await;
+    assert_eq!(run["outcome"], "completed", "{run}");
+    let cs = cluster.clients();
+    wait_until("tombstones purged on every node", Duration::from_secs(10), || {
+        let cs = cs.clone();
+        async move {
+            for c in &cs {
+                if local_records(c).await != 20 {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(all_roots_equal(&cs).await, "every replica purged the same tombstones");
+    for c in &cs {
+        for i in 0..40 {
+            let status = c.get(format!("gone/{i}").as_bytes(), "r=one").await.unwrap().status;
+            assert_eq!(status, if i < 20 { StatusCode::NOT_FOUND } else { StatusCode::OK }, "gone/{i}");
+        }
+        let metrics = c.get_path("/metrics").await.unwrap().text();
+        assert!(metrics.contains("hearsay_tombstones_purged_total 20"), "{metrics}");
+    }
+    let again = repair(&c, json!({})).await;
+    assert_eq!(again["shards_diverged"], 0, "nothing to repair after the purge: {again}");
+}
+
+/// Mail older than the tombstone grace is dropped instead of delivered
+/// (a purge may have run on the far side of a delete it predates): it is
+/// counted, its shards are marked dirty, and a run brings the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_older_than_the_grace_is_dropped_and_repaired_instead() {
+    // A grace well above how long the writes below take, even on a busy machine.
+    let grace = Duration::from_secs(2);
+    let mut cluster = TestCluster::start(3, NodeOpts { tombstone_grace: Some(grace), ..opts() }).await;
+    cluster.node(2).stop().await;
+    let c = cluster.client(0);
+    let written = std::time::Instant::now();
+    for i in 0..10 {
+        assert!(c.put(format!("late/{i}").as_bytes(), "v", "w=one").await.unwrap().status.is_success());
+    }
+    // Direct mail to n3 fails after each write returns; every letter is
+    // then buffered, or already expired if this machine is slow.
+    wait_until("all ten letters buffered (or expired)", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move {
+            let m = mail_for(&c, "n3").await;
+            m["pending_records"].as_u64().unwrap_or(0) + m["dropped"].as_u64().unwrap_or(0) == 10
+        }
+    })
+    .await;
+    if written.elapsed() < grace {
+        assert_eq!(mail_for(&c, "n3").await["pending_records"], 10, "buffered, not yet expired");
+    }
+    tokio::time::sleep(grace + Duration::from_millis(500)).await;
+    cluster.node(2).start_again().await;
+    cluster.wait_ready().await;
+    wait_until("the old mail is gone", Duration::from_secs(20), || {
+        let c = c.clone();
+        async move { mail_for(&c, "n3").await["pending_records"] == 0 }
+    })
+    .await;
+    let m = mail_for(&c, "n3").await;
+    assert_eq!(m["dropped"], 10, "{m}");
+    assert!(!m["dirty_shards"].as_array().unwrap().is_empty(), "{m}");
+    assert_eq!(local_keys(&cluster.client(2)).await, 0, "nothing was delivered");
+    let run = repair(&c, json!({})).await;
+    assert_eq!(run["outcome"], "completed", "{run}");
+    assert_eq!(local_keys(&cluster.client(2)).await, 10, "the run brought what the mail did not");
+    assert!(mail_for(&c, "n3").await["dirty_shards"].as_array().unwrap().is_empty());
+}
+
+/// Placement with bounded loads can take a shard from a node when a member
+/// joins and give it back when another joins, and the node keeps its old
+/// copy meanwhile. If the shard's replicas purged a delete in between, that
+/// copy still holds the deleted value. Here n4 holds such a copy of a shard
+/// it does not replicate, and runs the exchange a replica runs: the value
+/// is refused as below n1's purge floor, n4 drops it, and the shard
+/// converges with the key still deleted everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_missed_a_purge_cannot_bring_the_deleted_value_back() {
+    let cluster = TestCluster::start(4, purging()).await;
+    let shards = purging().shards.unwrap();
+    let members: Vec<NodeId> = (1..=4).map(|i| NodeId::new(&format!("n{i}")).unwrap()).collect();
+    let n4 = &members[3];
+    let table = PlacementTable::new(&members, shards, 3);
+    let shard = (0..shards).map(ShardId).find(|s| !table.replicas(*s).contains(n4)).expect("n4 does not replicate every shard");
+    let in_shard = |prefix: &str, n: usize| -> Vec<Vec<u8>> {
+        (0..).map(|i| format!("{prefix}/{i}").into_bytes()).filter(|k| shard_of(k, shards) == shard).take(n).collect()
+    };
+    let (keys, kept) = (in_shard("back", 5), in_shard("kept", 3));
+    let c = cluster.client(0);
+    for k in &keys {
+        assert!(c.put(k, "v", "w=all").await.unwrap().status.is_success());
+        assert!(c.delete(k, "w=all").await.unwrap().status.is_success());
+    }
+    for k in &kept {
+        assert!(c.put(k, "v", "w=all").await.unwrap().status.is_success());
+    }
+    // n4's stale copy: older values of the deleted keys, as it held them
+    // when it last replicated the shard.
+    let old_hlc = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 - 60_000) << 16;
+    let c4 = cluster.client(3);
+    let replies = plant(&c4, keys.iter().map(|k| (k.clone(), old_hlc, Some(b"stale".to_vec()))).collect()).await;
+    assert_eq!(replies[0].applied, 5, "n4 never purged the shard: it takes the old values");
+
+    // The replicas verify the shard and purge the tombstones.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let run = repair(&c, json!({})).await;
+    assert_eq!(run["outcome"], "completed", "{run}");
+    let replicas: Vec<Client> = (0..3).map(|i| cluster.client(i)).collect();
+    wait_until("the tombstones are purged on the replicas", Duration::from_secs(10), || {
+        let cs = replicas.clone();
+        async move {
+            for c in &cs {
+                if local_records(c).await != 3 {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert_eq!(local_records(&c4).await, 5, "n4 is no replica of the shard: its copy is not purged");
+
+    // n4 runs a replica's exchange with n1 (as when the shard comes back to it).
+    let sync = SyncRequest { shard: shard.0, shards, peer: "n1".into(), mode: SyncMode::PushPull };
+    let report: SyncReport = peer_call(&c4, PATH_SYNC, &sync).await;
+    assert_eq!((report.keys_sent, report.keys_received), (5, 3), "{report:?}");
+    for c in cluster.clients() {
+        for k in &keys {
+            assert_eq!(c.get(k, "r=one").await.unwrap().status, StatusCode::NOT_FOUND, "{} came back", String::from_utf8_lossy(k));
+        }
+    }
+    // n4 also took the live records it lacked, old as they are: its own floor
+    // stayed where its copy was last verified, since it was no replica.
+    assert_eq!(local_records(&c4).await, 3, "n4 dropped what n1 refused and took what it lacked");
+    let metric = |c: Client, name: &'static str| async move {
+        let text = c.get_path("/metrics").await.unwrap().text();
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+    };
+    assert_eq!(metric(cluster.client(0), "hearsay_records_below_purge_floor_total").await, Some(5));
+    assert_eq!(metric(c4.clone(), "hearsay_stale_records_dropped_total").await, Some(5));
+    let again: SyncReport = peer_call(&c4, PATH_SYNC, &sync).await;
+    assert!(again.equal, "the copies converged: {again:?}");
+}
