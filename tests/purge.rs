@@ -35,6 +35,23 @@ async fn local_records(c: &Client) -> u64 {
     shards["shards"].as_array().unwrap().iter().map(|s| s["records"].as_u64().unwrap()).sum()
 }
 
+/// Waits until every node in `cs` holds `n` records (purges run a moment
+/// after the run that verified their shards).
+async fn wait_records(what: &str, cs: &[Client], n: u64) {
+    wait_until(what, Duration::from_secs(10), || {
+        let cs = cs.to_vec();
+        async move {
+            for c in &cs {
+                if local_records(c).await != n {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+}
+
 /// Deletes leave tombstones until a run verifies their shard equal on every
 /// replica, after the grace (plus the drift margin) has passed since the
 /// delete; then every replica purges the same ones, so roots stay equal and
@@ -70,18 +87,7 @@ async fn tombstones_are_purged_only_after_every_replica_was_verified() {
     let run = repair(&c, json!({})).await;
     assert_eq!(run["outcome"], "completed", "{run}");
     let cs = cluster.clients();
-    wait_until("tombstones purged on every node", Duration::from_secs(10), || {
-        let cs = cs.clone();
-        async move {
-            for c in &cs {
-                if local_records(c).await != 20 {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
+    wait_records("tombstones purged on every node", &cs, 20).await;
     assert!(all_roots_equal(&cs).await, "every replica purged the same tombstones");
     for c in &cs {
         for i in 0..40 {
@@ -179,18 +185,7 @@ async fn a_copy_that_missed_a_purge_cannot_bring_the_deleted_value_back() {
     let run = repair(&c, json!({})).await;
     assert_eq!(run["outcome"], "completed", "{run}");
     let replicas: Vec<Client> = (0..3).map(|i| cluster.client(i)).collect();
-    wait_until("the tombstones are purged on the replicas", Duration::from_secs(10), || {
-        let cs = replicas.clone();
-        async move {
-            for c in &cs {
-                if local_records(c).await != 3 {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
+    wait_records("the tombstones are purged on the replicas", &replicas, 3).await;
     assert_eq!(local_records(&c4).await, 5, "n4 is no replica of the shard: its copy is not purged");
 
     // n4 runs a replica's exchange with n1 (as when the shard comes back to it).
