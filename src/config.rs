@@ -64,6 +64,9 @@ pub struct NodeConfig {
     /// How long a purge waits after the verification it rests on: longer
     /// than any read or repair hop that began before it can still run.
     pub purge_delay: Duration,
+    /// How often the node looks for shards it holds records of but no
+    /// longer replicates, to hand them off ([`crate::repair::handoff`]).
+    pub handoff_every: Duration,
 }
 
 /// Default tombstone grace: one day.
@@ -107,6 +110,7 @@ impl NodeConfig {
             max_clock_drift: Duration::from_millis(crate::clock::DEFAULT_MAX_DRIFT_MS),
             tombstone_grace: Some(DEFAULT_TOMBSTONE_GRACE),
             purge_delay: DEFAULT_PURGE_DELAY,
+            handoff_every: crate::repair::handoff::HANDOFF_EVERY,
         }
     }
 }

@@ -54,6 +54,7 @@ pub struct Metrics {
     pub tombstones_purged: Counter,
     pub records_below_floor: Counter,
     pub stale_records_dropped: Counter,
+    pub handed_off: Counter,
     pub ae_runs: Counter,
     pub ae_hops: Counter,
     pub ae_keys_repaired: Counter,
@@ -83,7 +84,7 @@ impl Metrics {
         let peer_clock_offset = Family::<PeerLabels, Gauge>::default();
         let tombstones_purged = Counter::default();
         registry.register("tombstones_purged", "Tombstones purged from verified shards after the grace", tombstones_purged.clone());
-        let (records_below_floor, stale_records_dropped) = (Counter::default(), Counter::default());
+        let (records_below_floor, stale_records_dropped, handed_off) = (Counter::default(), Counter::default(), Counter::default());
         registry.register(
             "records_below_purge_floor",
             "Peer records refused as older than their shard's purge floor: deleted values a stale copy still held",
@@ -93,6 +94,11 @@ impl Metrics {
             "stale_records_dropped",
             "Records this node dropped from its own copy after a replica refused them as below its purge floor",
             stale_records_dropped.clone(),
+        );
+        registry.register(
+            "handed_off_records",
+            "Records of shards this node no longer replicates, pushed to their replicas and then dropped here",
+            handed_off.clone(),
         );
         registry.register("peer_requests", "Requests this node sent to peers", wire.requests.clone());
         registry.register("peer_bytes_sent", "Bytes of peer requests sent (request line, headers, body)", wire.bytes_sent.clone());
@@ -142,6 +148,7 @@ impl Metrics {
             tombstones_purged,
             records_below_floor,
             stale_records_dropped,
+            handed_off,
             ae_runs,
             ae_hops,
             ae_keys_repaired,

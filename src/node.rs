@@ -114,6 +114,7 @@ pub async fn run_with_storage(
         crate::repair::Schedule { enabled: config.anti_entropy_enabled, interval_secs: config.anti_entropy_interval_secs, stamp: 0 };
     let ae = Arc::new(crate::repair::AntiEntropy::open(repl.clone(), initial, purge_policy(&config)).map_err(storage_error)?);
     workers.push(tokio::spawn(ae.clone().scheduler(stopped())));
+    workers.push(tokio::spawn(crate::repair::handoff::worker(repl.clone(), config.handoff_every, stopped())));
     let state = AppState::new(crate::api::Shared {
         repl: repl.clone(),
         ae: ae.clone(),

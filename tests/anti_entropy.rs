@@ -286,6 +286,44 @@ async fn admin_trigger_progress_history_cancel_conflict_and_schedule() {
     assert_eq!((s["enabled"].as_bool(), s["interval_secs"].as_u64()), (Some(false), Some(120)));
 }
 
+/// With one replica per shard, a shard a join moves has no other replica to
+/// fill its new one from: the node that held it hands it off. Every key stays
+/// readable, and each record ends up on exactly one node, its replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_hands_moved_shards_to_their_new_replicas() {
+    let base = NodeOpts { rf: 1, handoff_every: Duration::from_millis(200), ..opts() };
+    let mut cluster = TestCluster::start(2, base.clone()).await;
+    let keys: Vec<String> = (0..120).map(|i| format!("moved/{i}")).collect();
+    for k in &keys {
+        assert!(cluster.client(0).put(k.as_bytes(), k.clone(), "w=one").await.unwrap().status.is_success());
+    }
+    cluster.join(base).await;
+    let cs = cluster.clients();
+    wait_until("every key readable and held once", Duration::from_secs(30), || {
+        let (cs, keys) = (cs.clone(), keys.clone());
+        async move {
+            let mut held = 0;
+            for c in &cs {
+                held += local_keys(c).await;
+            }
+            for k in &keys {
+                if cs[2].get(k.as_bytes(), "r=one").await.unwrap().status != StatusCode::OK {
+                    return false;
+                }
+            }
+            held == 120
+        }
+    })
+    .await;
+    assert!(local_keys(&cs[2]).await > 0, "the new node took a share of the shards");
+    let mut handed = 0;
+    for c in &cs {
+        let text = c.get_path("/metrics").await.unwrap().text();
+        handed += text.lines().find_map(|l| l.strip_prefix("hearsay_handed_off_records_total ")?.parse::<u64>().ok()).unwrap_or(0);
+    }
+    assert!(handed > 0, "records moved by hand-off");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_replica_is_skipped_and_its_shards_stay_dirty() {
     let mut cluster = TestCluster::start(3, NodeOpts { retry_max_records: 0, retry_max_bytes: 0, ..opts() }).await;

@@ -3,9 +3,11 @@
 //! trees; [`ring`] runs a repair over many shards (the closed loop); this
 //! module owns the runs (one at a time, progress, cancel, a bounded
 //! persisted history) and the cluster-wide schedule that starts them.
-//! [`purge`] decides when verified shards may drop old tombstones.
+//! [`purge`] decides when verified shards may drop old tombstones;
+//! [`handoff`] moves the records of shards a node no longer replicates.
 
 pub mod exchange;
+pub mod handoff;
 pub mod purge;
 pub mod ring;
 

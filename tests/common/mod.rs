@@ -34,6 +34,7 @@ pub struct NodeOpts {
     pub admin_token: Option<String>,
     pub tombstone_grace: Option<Duration>,
     pub purge_delay: Duration,
+    pub handoff_every: Duration,
     pub max_clock_drift: Duration,
 }
 
@@ -54,6 +55,7 @@ impl Default for NodeOpts {
             admin_token: None,
             tombstone_grace: Some(hearsay::config::DEFAULT_TOMBSTONE_GRACE),
             purge_delay: hearsay::config::DEFAULT_PURGE_DELAY,
+            handoff_every: hearsay::repair::handoff::HANDOFF_EVERY,
             max_clock_drift: Duration::from_millis(hearsay::clock::DEFAULT_MAX_DRIFT_MS),
         }
     }
@@ -140,6 +142,7 @@ impl TestNode {
         c.admin_token = self.opts.admin_token.clone();
         c.tombstone_grace = self.opts.tombstone_grace;
         c.purge_delay = self.opts.purge_delay;
+        c.handoff_every = self.opts.handoff_every;
         c.max_clock_drift = self.opts.max_clock_drift;
         if let Some(net) = &self.opts.net {
             c.links = Links(net.clone());
@@ -226,6 +229,15 @@ impl TestCluster {
         let cluster = TestCluster { nodes, net };
         cluster.wait_ready().await;
         cluster
+    }
+
+    /// Starts one more node, `n{len + 1}`, seeded with every node so far,
+    /// and waits until it is ready (every node it asked knows it).
+    pub async fn join(&mut self, base: NodeOpts) {
+        let seeds = self.nodes.iter().map(|n| n.addr.to_string()).collect();
+        let opts = NodeOpts { name: format!("n{}", self.nodes.len() + 1), seeds, net: Some(self.net.clone()), ..base };
+        self.nodes.push(TestNode::start(opts).await);
+        self.wait_ready().await;
     }
 
     pub fn node(&mut self, i: usize) -> &mut TestNode {

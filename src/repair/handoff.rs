@@ -1,0 +1,109 @@
+//! Hand-off: records of a shard this node does not replicate are pushed to
+//! the shard's replicas and then dropped here. A join moves shards (that is
+//! how a new member gets its share), and placement with bounded loads can
+//! replace every replica of a shard in one join. Without a hand-off, that
+//! shard's data would stay on nodes no request asks, and would come back
+//! stale if the shard ever returned to them.
+//!
+//! A round takes a snapshot of the shard's (key, version) pairs, pushes the
+//! shard to every reachable replica with the anti-entropy exchange (only
+//! what a replica lacks or holds older travels), and once at least one
+//! replica took it, removes exactly the snapshot's records (a record
+//! rewritten since stays for the next round). A replica's purge floor may
+//! refuse some of them as deletes this copy missed; the exchange drops those.
+
+use super::exchange::Exchange;
+use crate::replication::Replication;
+use crate::rpc::SyncMode;
+use crate::types::{ShardId, Version};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a node looks for shards to hand off, by default.
+pub const HANDOFF_EVERY: Duration = Duration::from_secs(10);
+/// Deadline of one push to one replica.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Worker: every `every` ([`HANDOFF_EVERY`] by default), once this node knows
+/// its cluster, hands off each shard it holds records of but does not replicate.
+pub async fn worker(repl: Arc<Replication>, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = &mut shutdown => return,
+        }
+        if !repl.membership.is_ready() {
+            continue;
+        }
+        for shard in foreign_shards(&repl) {
+            match hand_off(&repl, shard).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(shard = shard.0, records = n, "handed off a shard this node no longer replicates"),
+                Err(e) => tracing::warn!(shard = shard.0, error = %e, "hand-off failed; the next round tries again"),
+            }
+        }
+    }
+}
+
+/// Shards this node holds records of but does not replicate.
+fn foreign_shards(repl: &Replication) -> Vec<ShardId> {
+    let placement = repl.membership.placement();
+    let storage = repl.kv.storage();
+    (0..storage.shard_count())
+        .map(ShardId)
+        .filter(|s| storage.counts(*s).records > 0 && !placement.replicas(*s).contains(repl.me()))
+        .collect()
+}
+
+/// Pushes `shard` to its replicas and drops what was pushed; how many
+/// records were dropped.
+async fn hand_off(repl: &Replication, shard: ShardId) -> Result<u64, String> {
+    let storage = repl.kv.storage().clone();
+    let snapshot = tokio::task::spawn_blocking(move || {
+        let mut held: Vec<(Bytes, Version)> = Vec::new();
+        storage.visit_heads(shard, &mut |key, head| {
+            held.push((key, head.version));
+            Ok(())
+        })?;
+        Ok::<_, crate::storage::StorageError>(held)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let replicas = repl.membership.placement().replicas(shard).to_vec();
+    let mut took = 0;
+    for replica in &replicas {
+        let Some(addr) = repl.membership.addr_of(replica.name()) else { continue };
+        let ex = Exchange {
+            kv: &repl.kv,
+            peers: &repl.peers,
+            peer: (replica.name(), &addr),
+            shard,
+            timeout: PUSH_TIMEOUT,
+            max_value_bytes: repl.max_value_bytes(),
+            metrics: repl.metrics(),
+        };
+        match ex.run(SyncMode::Push).await {
+            Ok(_) => took += 1,
+            Err(e) => tracing::debug!(shard = shard.0, replica = replica.name(), error = %e, "hand-off push failed"),
+        }
+    }
+    if took == 0 {
+        return Err(format!("none of the {} replicas took the push", replicas.len()));
+    }
+    let storage = repl.kv.storage().clone();
+    let dropped = tokio::task::spawn_blocking(move || {
+        let mut dropped = 0u64;
+        for (key, version) in snapshot {
+            dropped += u64::from(storage.remove_version(shard, &key, version)?);
+        }
+        Ok::<_, crate::storage::StorageError>(dropped)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    repl.metrics().handed_off.inc_by(dropped);
+    Ok(dropped)
+}
