@@ -8,7 +8,7 @@ mod common;
 use common::{all_roots_equal, local_keys, mail_for, peer_call, plant, repair, wait_until, NodeOpts, TestCluster};
 use hearsay::client::Client;
 use hearsay::placement::PlacementTable;
-use hearsay::rpc::{SyncMode, SyncReport, SyncRequest, PATH_SYNC};
+use hearsay::rpc::{SyncMode, SyncReport, SyncRequest, TreeReply, TreeRequest, PATH_SYNC, PATH_TREE};
 use hearsay::types::{shard_of, NodeId, ShardId};
 use hyper::StatusCode;
 use serde_json::json;
@@ -189,6 +189,11 @@ async fn a_copy_that_missed_a_purge_cannot_bring_the_deleted_value_back() {
     let replicas: Vec<Client> = (0..3).map(|i| cluster.client(i)).collect();
     wait_records("the tombstones are purged on the replicas", &replicas, 3).await;
     assert_eq!(local_records(&c4).await, 5, "n4 is no replica of the shard: its copy is not purged");
+
+    // Each node says whether it counts itself a replica (what a hand-off trusts).
+    let tree = TreeRequest { shard: shard.0, shards, level: 0, indices: vec![0], children: false };
+    let (on_n1, on_n4): (TreeReply, TreeReply) = (peer_call(&c, PATH_TREE, &tree).await, peer_call(&c4, PATH_TREE, &tree).await);
+    assert!(on_n1.replicates && !on_n4.replicates, "n1 replicates the shard, n4 does not");
 
     // n4 runs a replica's exchange with n1 (as when the shard comes back to it).
     let sync = SyncRequest { shard: shard.0, shards, peer: "n1".into(), mode: SyncMode::PushPull };

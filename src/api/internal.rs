@@ -135,7 +135,8 @@ pub async fn tree(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body
     };
     let digests = storage.trees().shard(shard.0).level(req.level, &indices).map_err(ApiError::bad_request)?;
     let digests = digests.iter().map(crate::merkle::wire_digest).collect();
-    Ok(reply(&TreeReply { digests, records: storage.counts(shard).records }))
+    let replicates = st.repl.membership.placement().replicas(shard).iter().any(|r| r.name() == st.node);
+    Ok(reply(&TreeReply { digests, records: storage.counts(shard).records, replicates }))
 }
 
 pub async fn leaves(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {

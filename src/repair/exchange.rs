@@ -78,6 +78,7 @@ impl Exchange<'_> {
         if reply.digests.len() != asked {
             return Err(ExchangeError::ShortReply { got: reply.digests.len(), asked });
         }
+        report.peer_replicates = reply.replicates;
         Ok((reply.digests, reply.records))
     }
 

@@ -8,8 +8,9 @@
 //! A round takes a snapshot of the shard's (key, version) pairs, pushes the
 //! shard to every reachable replica with the anti-entropy exchange (only
 //! what a replica lacks or holds older travels), and once at least one
-//! replica took it, removes exactly the snapshot's records (a record
-//! rewritten since stays for the next round). A replica's purge floor may
+//! replica took it, and counts itself a replica by its own view of the
+//! members, removes exactly the snapshot's records (a record rewritten since
+//! stays for the next round). A replica's purge floor may
 //! refuse some of them as deletes this copy missed; the exchange drops those.
 
 use super::exchange::Exchange;
@@ -86,7 +87,11 @@ async fn hand_off(repl: &Replication, shard: ShardId) -> Result<u64, String> {
             metrics: repl.metrics(),
         };
         match ex.run(SyncMode::Push).await {
-            Ok(_) => took += 1,
+            // A node whose view of the members differs may not count itself a
+            // replica; it would hand the records on, perhaps back here, and two
+            // nodes dropping at once could lose them. Only its own word counts.
+            Ok(report) if report.peer_replicates => took += 1,
+            Ok(_) => tracing::debug!(shard = shard.0, replica = replica.name(), "hand-off target does not count itself a replica yet"),
             Err(e) => tracing::debug!(shard = shard.0, replica = replica.name(), error = %e, "hand-off push failed"),
         }
     }

@@ -63,6 +63,22 @@ mod tests {
     }
 
     #[test]
+    fn golden_bytes_of_a_tree_reply_and_a_sync_report() {
+        let tree = crate::rpc::TreeReply { digests: vec![[7; 16]], records: 300, replicates: true };
+        // format, 1 digest of 16 bytes (arrays have no length), records varint 300, replicates
+        let mut expect = vec![1, 1];
+        expect.extend([7; 16]);
+        expect.extend([0xac, 0x02, 1]);
+        assert_eq!(encode(&tree), expect);
+        assert_eq!(decode::<crate::rpc::TreeReply>(&expect).unwrap(), tree);
+        // peer_replicates stays with the node that ran the exchange.
+        let report = crate::rpc::SyncReport { keys_sent: 2, peer_replicates: true, ..Default::default() };
+        let expect = [1, 0, 0, 2, 0, 0, 0];
+        assert_eq!(encode(&report), expect);
+        assert_eq!(decode::<crate::rpc::SyncReport>(&expect).unwrap(), crate::rpc::SyncReport { peer_replicates: false, ..report });
+    }
+
+    #[test]
     fn golden_bytes_of_a_listing() {
         let req = crate::rpc::ListRequest { ids: vec![3], shards: 8, prefix: Bytes::from_static(b"p"), after: None, limit: 10 };
         // format, 1 id: 3, 8 shards, prefix len 1 'p', no after, limit 10

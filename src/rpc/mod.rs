@@ -130,6 +130,9 @@ pub struct TreeReply {
     pub digests: Vec<[u8; 16]>,
     /// Records in the shard (values and tombstones): where a ring run starts.
     pub records: u64,
+    /// The answering node counts itself among the shard's replicas: a
+    /// hand-off drops its copy only after a push to such a node.
+    pub replicates: bool,
 }
 
 /// `POST /internal/leaves`: fingerprints of my records in some leaves; the
@@ -187,6 +190,10 @@ pub struct SyncReport {
     pub bytes: u64,
     /// Bytes of the records themselves (key + value) that were moved.
     pub record_bytes: u64,
+    /// The peer counts itself among the shard's replicas (from its tree
+    /// reply). Known only to the node that ran the exchange: not on the wire.
+    #[serde(skip)]
+    pub peer_replicates: bool,
 }
 
 /// `POST /internal/settings`: a cluster-wide setting, newest stamp wins.
