@@ -16,6 +16,7 @@
 use super::exchange::Exchange;
 use crate::replication::Replication;
 use crate::rpc::SyncMode;
+use crate::storage::{Storage, StorageError};
 use crate::types::{ShardId, Version};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -61,18 +62,15 @@ fn foreign_shards(repl: &Replication) -> Vec<ShardId> {
 /// Pushes `shard` to its replicas and drops what was pushed; how many
 /// records were dropped.
 async fn hand_off(repl: &Replication, shard: ShardId) -> Result<u64, String> {
-    let storage = repl.kv.storage().clone();
-    let snapshot = tokio::task::spawn_blocking(move || {
+    let snapshot = on_storage(repl, move |storage| {
         let mut held: Vec<(Bytes, Version)> = Vec::new();
         storage.visit_heads(shard, &mut |key, head| {
             held.push((key, head.version));
             Ok(())
         })?;
-        Ok::<_, crate::storage::StorageError>(held)
+        Ok(held)
     })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    .await?;
     let replicas = repl.membership.placement().replicas(shard).to_vec();
     let mut took = 0;
     for replica in &replicas {
@@ -98,17 +96,23 @@ async fn hand_off(repl: &Replication, shard: ShardId) -> Result<u64, String> {
     if took == 0 {
         return Err(format!("none of the {} replicas took the push", replicas.len()));
     }
-    let storage = repl.kv.storage().clone();
-    let dropped = tokio::task::spawn_blocking(move || {
+    let dropped = on_storage(repl, move |storage| {
         let mut dropped = 0u64;
         for (key, version) in snapshot {
             dropped += u64::from(storage.remove_version(shard, &key, version)?);
         }
-        Ok::<_, crate::storage::StorageError>(dropped)
+        Ok(dropped)
     })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    .await?;
     repl.metrics().handed_off.inc_by(dropped);
     Ok(dropped)
+}
+
+/// Runs a scan or removal of the store off the async worker threads.
+async fn on_storage<T: Send + 'static>(
+    repl: &Replication,
+    work: impl FnOnce(&dyn Storage) -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, String> {
+    let storage = repl.kv.storage().clone();
+    tokio::task::spawn_blocking(move || work(storage.as_ref())).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
 }
