@@ -66,9 +66,10 @@ pub struct CpuUse {
 }
 
 /// A reading of the CPU the server (by pid) and this process have used so
-/// far, from Linux's per-thread `/proc/<pid>/task/*/schedstat` (nanoseconds
-/// on CPU). Reading CPU per request next to the throughput shows where a
-/// workload's cost goes; on a shared VM it also moves less than req/s does.
+/// far, from Linux's `/proc/<pid>/stat` (user + system time of the whole
+/// process, threads that have exited included). Reading CPU per request next
+/// to the throughput shows where a workload's cost goes; on a shared VM it
+/// also moves less than req/s does.
 #[derive(Clone, Debug)]
 pub struct CpuMeter {
     server_pid: u32,
@@ -89,15 +90,27 @@ impl CpuMeter {
     }
 }
 
-/// CPU time the live threads of process `pid` (or `self`) have used.
+/// Linux reports process times in USER_HZ ticks, 100 per second on every
+/// architecture it exports them for.
+const TICKS_PER_SEC: u64 = 100;
+
+/// CPU time process `pid` (or `self`) has used: utime + stime of
+/// `/proc/<pid>/stat`. Unlike summing the live threads' `schedstat`, this
+/// keeps the time of threads that have exited (tokio's idle blocking
+/// threads do), so a later reading is never below an earlier one.
 fn process_cpu(pid: &str) -> Option<Duration> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    // A thread that exits while it is read is skipped, not an error.
-    let ns: u64 = tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Some(Duration::from_nanos(ns))
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_from_stat(&stat)
+}
+
+/// utime + stime from the text of a `/proc/<pid>/stat`.
+fn cpu_from_stat(stat: &str) -> Option<Duration> {
+    // The command name is in parentheses and may hold spaces and ')': the
+    // fields after it start at the last ')'. utime and stime are fields 14
+    // and 15 of the line, so the 12th and 13th after the name.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 1000 / TICKS_PER_SEC))
 }
 
 impl PhaseResult {
@@ -437,6 +450,32 @@ mod tests {
         merged.absorb(&phase(1000, None));
         assert_eq!(merged.cpu_per_request_us(), None);
         assert_eq!(merged.ok, 3000);
+    }
+
+    #[test]
+    fn cpu_is_read_from_the_stat_fields_after_the_command_name() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+        let stat = "4242 (tokio ) worker) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 70 0 0 20 0 9 0";
+        assert_eq!(cpu_from_stat(stat), Some(Duration::from_millis(3200)));
+        assert_eq!(cpu_from_stat("4242 (short) S 1"), None, "a truncated line says nothing");
+        assert_eq!(cpu_from_stat("no parenthesis"), None);
+    }
+
+    /// Threads that ran and exited still count: the reading never goes down.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_cpu_meter_keeps_the_time_of_threads_that_exited() {
+        let meter = CpuMeter::start(std::process::id()).expect("/proc is readable on Linux");
+        let spin = || {
+            let start = Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < Duration::from_millis(300) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        };
+        std::thread::spawn(spin).join().unwrap();
+        let used = meter.used().expect("a reading after a thread exited is not below the first");
+        assert!(used.client >= Duration::from_millis(20), "the exited thread's CPU is kept: {used:?}");
     }
 
     #[cfg(target_os = "linux")]
