@@ -3,6 +3,7 @@
 //! `--sync=always`, and lists keys across shards.
 
 use crate::clock::Hlc;
+use crate::rpc::ApplyReply;
 use crate::storage::group_commit::GroupCommit;
 use crate::storage::{Applied, Precondition, Storage, StorageError};
 use crate::types::{shard_of, Key, NodeId, Record, Version};
@@ -18,17 +19,6 @@ pub enum KvError {
     PreconditionFailed { current: Option<Version> },
     #[error(transparent)]
     ClockSkew(#[from] crate::clock::TooFarAhead),
-}
-
-/// What became of a batch of peer records ([`KvService::apply_batch`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchOutcome {
-    /// Records newer than what this node held, now stored.
-    pub applied: u32,
-    /// Per record: it was stored where no live value was.
-    pub created: Vec<bool>,
-    /// Indices of the records refused as below the shard's purge floor.
-    pub below_floor: Vec<u32>,
 }
 
 /// One page of a key listing.
@@ -103,13 +93,13 @@ impl KvService {
     }
 
     /// Applies records received from a peer (advancing the clock past each)
-    /// with one durability wait for the batch.
-    pub async fn apply_batch(&self, records: &[(Key, Record)]) -> Result<BatchOutcome, KvError> {
+    /// with one durability wait for the batch; the outcome is the peer's reply.
+    pub async fn apply_batch(&self, records: &[(Key, Record)]) -> Result<ApplyReply, KvError> {
         // The whole batch is checked first, so a refused one applies nothing.
         for (_, record) in records {
             self.hlc.check_drift(record.version.hlc)?;
         }
-        let mut out = BatchOutcome { applied: 0, created: Vec::with_capacity(records.len()), below_floor: Vec::new() };
+        let mut out = ApplyReply { applied: 0, created: Vec::with_capacity(records.len()), below_floor: Vec::new() };
         for (i, (key, record)) in records.iter().enumerate() {
             let outcome = self.apply_one(key, record, Precondition::None)?;
             match outcome {

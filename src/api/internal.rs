@@ -58,7 +58,7 @@ pub async fn apply(State(st): State<AppState>, uri: Uri, headers: HeaderMap, bod
         .map(|r| r.into_parts(st.max_value_bytes))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let out = st.repl.kv.apply_batch(&records).await?;
+    let out: ApplyReply = st.repl.kv.apply_batch(&records).await?;
     if !out.below_floor.is_empty() {
         st.metrics.records_below_floor.inc_by(out.below_floor.len() as u64);
         tracing::info!(
@@ -66,7 +66,7 @@ pub async fn apply(State(st): State<AppState>, uri: Uri, headers: HeaderMap, bod
             "refused records older than their shard's purge floor: deleted values a stale copy still held"
         );
     }
-    Ok(reply(&ApplyReply { applied: out.applied, created: out.created, below_floor: out.below_floor }))
+    Ok(reply(&out))
 }
 
 pub async fn read(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -135,8 +135,7 @@ pub async fn tree(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body
     };
     let digests = storage.trees().shard(shard.0).level(req.level, &indices).map_err(ApiError::bad_request)?;
     let digests = digests.iter().map(crate::merkle::wire_digest).collect();
-    let replicates = st.repl.membership.placement().replicas(shard).iter().any(|r| r.name() == st.node);
-    Ok(reply(&TreeReply { digests, records: storage.counts(shard).records, replicates }))
+    Ok(reply(&TreeReply { digests, records: storage.counts(shard).records, replicates: st.repl.replicates(shard) }))
 }
 
 pub async fn leaves(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {

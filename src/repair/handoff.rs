@@ -51,12 +51,8 @@ pub async fn worker(repl: Arc<Replication>, every: Duration, shutdown: impl std:
 
 /// Shards this node holds records of but does not replicate.
 fn foreign_shards(repl: &Replication) -> Vec<ShardId> {
-    let placement = repl.membership.placement();
     let storage = repl.kv.storage();
-    (0..storage.shard_count())
-        .map(ShardId)
-        .filter(|s| storage.counts(*s).records > 0 && !placement.replicas(*s).contains(repl.me()))
-        .collect()
+    (0..storage.shard_count()).map(ShardId).filter(|s| storage.counts(*s).records > 0 && !repl.replicates(*s)).collect()
 }
 
 /// Pushes `shard` to its replicas and drops what was pushed; how many

@@ -121,6 +121,11 @@ impl Replication {
         &self.metrics
     }
 
+    /// This node is among `shard`'s replicas by its current view.
+    pub fn replicates(&self, shard: crate::types::ShardId) -> bool {
+        self.membership.placement().replicas(shard).contains(&self.me)
+    }
+
     /// Clears this node's dirty marks for a shard that a run verified equal on
     /// all its replicas. A replica clears only if its own root still equals
     /// the verified one (so a drop after the check stays marked); a node that
@@ -131,8 +136,7 @@ impl Replication {
         if v.shard >= self.membership.shards() {
             return;
         }
-        let replica = self.membership.placement().replicas(shard).contains(&self.me);
-        if replica && self.kv.storage().trees().shard(v.shard).root() != v.root {
+        if self.replicates(shard) && self.kv.storage().trees().shard(v.shard).root() != v.root {
             return;
         }
         for peer in v.replicas.iter().filter(|p| **p != self.me.name()) {
