@@ -8,6 +8,7 @@
 //! - [`kv`]        the node's local read/write path for keys (stamp, apply, durability, list)
 //! - [`placement`] which members replicate a shard, in ring order (pure)
 //! - [`membership`] the static member view learned from seeds
+//! - [`gossip`]    SWIM failure detection and rumor mongering (sans-I/O) and its simulator
 //! - [`rpc`]       peer messages, their codec, request MACs, the peer client
 //! - [`replication`] the coordinator: direct mail, w/r levels, read repair, retry buffer, cluster-wide listing
 //! - [`repair`]    anti-entropy: Merkle exchange, closed-loop ring runs, schedule, tombstone purge
@@ -24,6 +25,7 @@ pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod gossip;
 pub mod kv;
 pub mod membership;
 pub mod merkle;

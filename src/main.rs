@@ -109,11 +109,36 @@ enum Command {
     },
     /// Generate load and print throughput and latency percentiles.
     Bench(BenchArgs),
+    /// Simulate the gossip membership protocol over many members in one process.
+    Sim(SimArgs),
     /// Bring a data dir to the current on-disk format and exit.
     Migrate {
         #[arg(long, env = "HEARSAY_DATA_DIR")]
         data_dir: PathBuf,
     },
+}
+
+/// `hearsay sim`: every member starts and joins through the first; once all
+/// views are complete one more joins, then `--crash` members stop.
+#[derive(Args)]
+struct SimArgs {
+    #[arg(long, default_value_t = 500)]
+    members: usize,
+    /// Chance that a message is lost (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    #[arg(long, default_value_t = 1)]
+    latency_min_ms: u64,
+    #[arg(long, default_value_t = 10)]
+    latency_max_ms: u64,
+    /// Members stopped once the views are complete.
+    #[arg(long, default_value_t = 1)]
+    crash: usize,
+    /// Seconds to keep running after the crash is detected, counting false alarms.
+    #[arg(long, default_value_t = 60)]
+    soak_secs: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -305,6 +330,27 @@ async fn run(command: Command) -> Result<()> {
             expect_success(&resp)
         }
         Command::Bench(args) => run_bench(args).await,
+        Command::Sim(args) => {
+            if !(0.0..1.0).contains(&args.loss) {
+                anyhow::bail!("--loss must be in [0, 1), got {}", args.loss);
+            }
+            if args.members == 0 || args.members > 20_000 {
+                anyhow::bail!("--members must be 1..=20000, got {}", args.members);
+            }
+            let scenario = hearsay::gossip::sim::Scenario {
+                members: args.members,
+                crash: args.crash,
+                seed: args.seed,
+                net: hearsay::gossip::sim::NetConfig {
+                    loss: args.loss,
+                    latency: (args.latency_min_ms, args.latency_max_ms.max(args.latency_min_ms)),
+                },
+                swim: hearsay::gossip::SwimConfig::default(),
+                soak: args.soak_secs * 1000,
+            };
+            print!("{}", hearsay::gossip::sim::run(scenario).text());
+            Ok(())
+        }
         Command::Repair { target, shard, mode, wait } => repair(&target, shard, &mode, wait).await,
         Command::Status { target } => status(&target).await,
         Command::Admin { target, path } => {

@@ -1,0 +1,150 @@
+//! What members tell each other: member updates and the messages that carry
+//! them. An update is one member's (incarnation, state, address); updates of
+//! one member are totally ordered ([`Update::supersedes`]), so keeping the
+//! greatest one seen is a join: every member that has seen the same updates
+//! holds the same view, whatever order they came in. Encoded with the one
+//! peer codec ([`crate::rpc::codec`]).
+
+use serde::{Deserialize, Serialize};
+
+/// A member's state. At equal incarnations a later variant wins: a suspicion
+/// beats the alive claim it doubts, a death beats the suspicion. Only the
+/// member itself can answer either, by raising its incarnation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum State {
+    Alive,
+    Suspect,
+    /// Declared failed. A dead member keeps its shards (DESIGN.md §2) until an
+    /// operator removes it; it comes back by refuting with a higher incarnation.
+    Dead,
+    /// Left on purpose.
+    Left,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Alive => "alive",
+            State::Suspect => "suspect",
+            State::Dead => "dead",
+            State::Left => "left",
+        }
+    }
+}
+
+/// One member's state as some member last heard it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    pub id: String,
+    pub addr: String,
+    pub incarnation: u64,
+    pub state: State,
+}
+
+impl Update {
+    /// Whether this update replaces `known` (about the same member). The order
+    /// is total: incarnation, then state, then address (two claims that tie on
+    /// both still pick the same winner everywhere).
+    pub fn supersedes(&self, known: &Update) -> bool {
+        (self.incarnation, self.state, &self.addr) > (known.incarnation, known.state, &known.addr)
+    }
+}
+
+/// A gossip message; every kind but `Sync` piggybacks rumors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// A direct probe of `target` (named, so a different member now at the
+    /// address does not answer for it).
+    Ping {
+        seq: u64,
+        target: String,
+        rumors: Vec<Update>,
+    },
+    Ack {
+        seq: u64,
+        rumors: Vec<Update>,
+    },
+    /// Asks the receiver to probe `target` and forward the ack: the indirect
+    /// probe that tells a dead member from a lossy link.
+    PingReq {
+        seq: u64,
+        target: String,
+        target_addr: String,
+        rumors: Vec<Update>,
+    },
+    /// Rumors pushed to a few random members every gossip interval.
+    Gossip {
+        rumors: Vec<Update>,
+    },
+    /// The whole view, on joining and every sync interval; `reply` asks for
+    /// the receiver's view back (push-pull).
+    Sync {
+        members: Vec<Update>,
+        reply: bool,
+    },
+}
+
+/// A message with its sender's own claim about itself: a reply can find the
+/// sender, and any contact refreshes the receiver's view of it (a member
+/// wrongly held dead is put right as soon as it speaks to you).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: Update,
+    pub msg: Message,
+}
+
+impl Message {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Ping { .. } => "ping",
+            Message::Ack { .. } => "ack",
+            Message::PingReq { .. } => "ping-req",
+            Message::Gossip { .. } => "gossip",
+            Message::Sync { .. } => "sync",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::codec;
+
+    fn update(inc: u64, state: State, addr: &str) -> Update {
+        Update { id: "n1".into(), addr: addr.into(), incarnation: inc, state }
+    }
+
+    #[test]
+    fn a_higher_incarnation_wins_then_the_graver_state() {
+        assert!(update(2, State::Alive, "a").supersedes(&update(1, State::Dead, "a")));
+        assert!(update(1, State::Suspect, "a").supersedes(&update(1, State::Alive, "a")));
+        assert!(update(1, State::Dead, "a").supersedes(&update(1, State::Suspect, "a")));
+        assert!(!update(1, State::Alive, "a").supersedes(&update(1, State::Suspect, "a")));
+        assert!(!update(1, State::Alive, "a").supersedes(&update(1, State::Alive, "a")));
+        assert!(update(1, State::Alive, "b").supersedes(&update(1, State::Alive, "a")));
+    }
+
+    #[test]
+    fn an_envelope_has_fixed_bytes() {
+        let env = Envelope {
+            from: update(3, State::Alive, "h:1"),
+            msg: Message::Ping { seq: 7, target: "n2".into(), rumors: vec![update(3, State::Suspect, "h:2")] },
+        };
+        let bytes = codec::encode(&env);
+        assert_eq!(bytes, [1, 2, b'n', b'1', 3, b'h', b':', b'1', 3, 0, 0, 7, 2, b'n', b'2', 1, 2, b'n', b'1', 3, b'h', b':', b'2', 3, 1]);
+        assert_eq!(codec::decode::<Envelope>(&bytes).unwrap(), env);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [&[][..], &[1], &[1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f], &[1, 0, 1, b'x', 9, 9, 9, 9, 9], &[2, 0]] {
+            assert!(codec::decode::<Envelope>(bytes).is_err(), "{bytes:?}");
+        }
+        let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(1);
+        for _ in 0..2000 {
+            let len = rand::Rng::gen_range(&mut rng, 0..64);
+            let bytes: Vec<u8> = (0..len).map(|_| rand::Rng::gen(&mut rng)).collect();
+            let _ = codec::decode::<Envelope>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,630 @@
+//! The membership state machine (DESIGN.md §6), sans I/O: SWIM failure
+//! detection (probe, indirect probe through `k` others, suspect, dead; a
+//! suspect refutes by raising its incarnation) with membership changes spread
+//! as rumors piggybacked on probes and pushed to `fanout` random members, plus
+//! a full push-pull sync of the view with one random member every
+//! `sync_interval`. The caller owns time, sockets and randomness: it feeds
+//! `tick` and `handle` with `now` and an RNG and sends the `Output`s.
+
+use super::message::{Envelope, Message, State, Update};
+use super::rumors::{retransmit_limit, Rumors};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use std::collections::{BTreeMap, HashMap};
+
+/// Milliseconds on the caller's clock.
+pub type Millis = u64;
+
+#[derive(Debug, Clone)]
+pub struct SwimConfig {
+    pub probe_interval: Millis,
+    /// No ack within this → ask `indirect_probes` others to probe.
+    pub probe_timeout: Millis,
+    pub indirect_probes: usize,
+    /// Suspicion lasts `suspicion_mult · log10(n + 1) · probe_interval`.
+    pub suspicion_mult: u32,
+    pub gossip_interval: Millis,
+    pub fanout: usize,
+    /// Each rumor is told `retransmit_mult · log10(n + 1)` times.
+    pub retransmit_mult: u32,
+    pub sync_interval: Millis,
+    /// Rumors piggybacked on one message.
+    pub max_rumors: usize,
+}
+
+impl Default for SwimConfig {
+    fn default() -> Self {
+        SwimConfig {
+            probe_interval: 1000,
+            probe_timeout: 500,
+            indirect_probes: 3,
+            suspicion_mult: 4,
+            gossip_interval: 200,
+            fanout: 3,
+            retransmit_mult: 4,
+            sync_interval: 30_000,
+            max_rumors: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `envelope` to the member at `to` (an address).
+    Send { to: String, envelope: Envelope },
+    /// This node's view of a member changed (or the member is new).
+    Changed(Update),
+}
+
+#[derive(Debug)]
+struct Known {
+    update: Update,
+}
+
+#[derive(Debug)]
+struct Probe {
+    target: String,
+    seq: u64,
+    started: Millis,
+    indirect_sent: bool,
+}
+
+/// A probe run for another member; its ack is forwarded to the requester.
+#[derive(Debug)]
+struct Relay {
+    to: String,
+    seq: u64,
+    expires: Millis,
+}
+
+pub struct Swim {
+    cfg: SwimConfig,
+    me: Update,
+    members: BTreeMap<String, Known>,
+    rumors: Rumors,
+    probe_order: Vec<String>,
+    probe_pos: usize,
+    probe: Option<Probe>,
+    relays: HashMap<u64, Relay>,
+    next_seq: u64,
+    next_probe: Millis,
+    next_gossip: Millis,
+    next_sync: Millis,
+    /// Addresses to join through, asked again every probe interval until
+    /// some member has sent this one a view.
+    seeds: Vec<String>,
+    joined: bool,
+    /// Other members per state (index: `State as usize`), kept with `members`.
+    counts: [usize; 4],
+    /// Suspects and when this node began suspecting them: each member's
+    /// suspicion clock starts when it adopts the suspicion.
+    suspects: HashMap<String, Millis>,
+}
+
+impl Swim {
+    /// A member that knows only itself. `incarnation` must exceed any this
+    /// member used before (a restart passes its clock's milliseconds), so its
+    /// alive claim beats what the cluster remembers of its last life.
+    pub fn new(cfg: SwimConfig, id: &str, addr: &str, incarnation: u64, now: Millis) -> Swim {
+        let me = Update { id: id.to_string(), addr: addr.to_string(), incarnation, state: State::Alive };
+        let mut rumors = Rumors::default();
+        rumors.push(me.clone());
+        Swim {
+            next_probe: now + cfg.probe_interval,
+            next_gossip: now + cfg.gossip_interval,
+            next_sync: now + cfg.sync_interval,
+            cfg,
+            me,
+            members: BTreeMap::new(),
+            rumors,
+            probe_order: Vec::new(),
+            probe_pos: 0,
+            probe: None,
+            relays: HashMap::new(),
+            next_seq: 1,
+            seeds: Vec::new(),
+            joined: false,
+            counts: [0; 4],
+            suspects: HashMap::new(),
+        }
+    }
+
+    pub fn me(&self) -> &Update {
+        &self.me
+    }
+
+    /// Every member this node knows of, itself included, by id.
+    pub fn view(&self) -> impl Iterator<Item = &Update> {
+        std::iter::once(&self.me).chain(self.members.values().map(|k| &k.update))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Update> {
+        if id == self.me.id {
+            return Some(&self.me);
+        }
+        self.members.get(id).map(|k| &k.update)
+    }
+
+    /// Members this node holds in `state`, itself included.
+    pub fn count(&self, state: State) -> usize {
+        usize::from(self.me.state == state) + self.counts[state as usize]
+    }
+
+    /// Members alive or suspect, this node included: the `n` of the timeouts.
+    fn live_count(&self) -> usize {
+        1 + self.counts[State::Alive as usize] + self.counts[State::Suspect as usize]
+    }
+
+    fn suspicion_timeout(&self) -> Millis {
+        let scale = ((self.live_count() + 1) as f64).log10().max(1.0);
+        (self.cfg.suspicion_mult as f64 * scale * self.cfg.probe_interval as f64) as Millis
+    }
+
+    fn rumor_limit(&self) -> u32 {
+        retransmit_limit(self.cfg.retransmit_mult, self.live_count())
+    }
+
+    /// The earliest time `tick` has work to do.
+    pub fn next_wakeup(&self) -> Millis {
+        let mut at = self.next_probe.min(self.next_gossip).min(self.next_sync);
+        if let Some(p) = self.probe.as_ref().filter(|p| !p.indirect_sent) {
+            at = at.min(p.started + self.cfg.probe_timeout);
+        }
+        if let Some(first) = self.suspects.values().min() {
+            at = at.min(first + self.suspicion_timeout());
+        }
+        at
+    }
+
+    fn envelope(&self, msg: Message) -> Envelope {
+        Envelope { from: self.me.clone(), msg }
+    }
+
+    fn send(&self, to: &str, msg: Message, out: &mut Vec<Output>) {
+        out.push(Output::Send { to: to.to_string(), envelope: self.envelope(msg) });
+    }
+
+    fn piggyback(&mut self) -> Vec<Update> {
+        let limit = self.rumor_limit();
+        self.rumors.take(self.cfg.max_rumors, limit)
+    }
+
+    fn full_view(&self) -> Vec<Update> {
+        self.view().cloned().collect()
+    }
+
+    /// Asks each seed (an address) for its view and sends ours: the join.
+    pub fn join(&mut self, seeds: &[String], out: &mut Vec<Output>) {
+        self.seeds = seeds.iter().filter(|s| **s != self.me.addr).cloned().collect();
+        self.joined = self.seeds.is_empty();
+        self.ask_seeds(out);
+    }
+
+    fn ask_seeds(&self, out: &mut Vec<Output>) {
+        for seed in &self.seeds {
+            let msg = Message::Sync { members: self.full_view(), reply: true };
+            self.send(seed, msg, out);
+        }
+    }
+
+    /// Whether some member has answered with its view since `join`.
+    pub fn joined(&self) -> bool {
+        self.joined
+    }
+
+    /// Announces that this member leaves on purpose.
+    pub fn leave(&mut self, out: &mut Vec<Output>) {
+        self.me.state = State::Left;
+        self.rumors.push(self.me.clone());
+        out.push(Output::Changed(self.me.clone()));
+    }
+
+    /// Merges one update into the view. Returns whether the view changed.
+    pub fn apply(&mut self, now: Millis, update: Update, rng: &mut impl Rng, out: &mut Vec<Output>) -> bool {
+        if update.id == self.me.id {
+            // Someone holds a claim about this member at least as strong as its
+            // own: out-bid it, unless this member is leaving.
+            if update.supersedes(&self.me) && self.me.state != State::Left {
+                self.me.incarnation = update.incarnation + 1;
+                self.rumors.push(self.me.clone());
+                out.push(Output::Changed(self.me.clone()));
+                return true;
+            }
+            return false;
+        }
+        if update.id.is_empty() {
+            return false;
+        }
+        match self.members.get_mut(&update.id) {
+            Some(known) if !update.supersedes(&known.update) => return false,
+            Some(known) => {
+                self.counts[known.update.state as usize] -= 1;
+                known.update = update.clone();
+            }
+            None => {
+                self.members.insert(update.id.clone(), Known { update: update.clone() });
+                // At a random spot still ahead in this pass: members learned in
+                // the same order everywhere must not be probed in lockstep.
+                let at = rng.gen_range(self.probe_pos.min(self.probe_order.len())..=self.probe_order.len());
+                self.probe_order.insert(at, update.id.clone());
+            }
+        }
+        self.counts[update.state as usize] += 1;
+        if update.state == State::Suspect {
+            self.suspects.insert(update.id.clone(), now);
+        } else {
+            self.suspects.remove(&update.id);
+        }
+        self.rumors.push(update.clone());
+        out.push(Output::Changed(update));
+        true
+    }
+
+    fn apply_all(&mut self, now: Millis, updates: Vec<Update>, rng: &mut impl Rng, out: &mut Vec<Output>) {
+        for u in updates.into_iter().take(MAX_UPDATES_PER_MESSAGE) {
+            self.apply(now, u, rng, out);
+        }
+    }
+
+    /// Up to `k` distinct random members whose state passes `ok`, as
+    /// (id, address). Samples the probe order instead of scanning the view,
+    /// so a tick costs O(k log n) however large the cluster.
+    fn random_members(&self, k: usize, ok: impl Fn(&Update) -> bool, rng: &mut impl Rng) -> Vec<(String, String)> {
+        let mut picked: Vec<(String, String)> = Vec::with_capacity(k);
+        if self.probe_order.is_empty() {
+            return picked;
+        }
+        for _ in 0..k * 8 {
+            if picked.len() >= k {
+                break;
+            }
+            let id = &self.probe_order[rng.gen_range(0..self.probe_order.len())];
+            if let Some(known) = self.members.get(id).filter(|m| ok(&m.update)) {
+                if !picked.iter().any(|(p, _)| p == id) {
+                    picked.push((id.clone(), known.update.addr.clone()));
+                }
+            }
+        }
+        picked
+    }
+
+    /// Runs whatever is due at `now`: suspicions that ran out, the probe
+    /// cycle, gossip and the periodic sync.
+    pub fn tick(&mut self, now: Millis, rng: &mut impl Rng, out: &mut Vec<Output>) {
+        self.expire_suspicions(now, rng, out);
+        self.relays.retain(|_, r| r.expires > now);
+        self.probe_step(now, rng, out);
+        if now >= self.next_gossip {
+            self.next_gossip = now + self.cfg.gossip_interval;
+            self.gossip(rng, out);
+        }
+        if now >= self.next_sync {
+            self.next_sync = now + self.cfg.sync_interval;
+            self.sync(rng, out);
+        }
+    }
+
+    fn expire_suspicions(&mut self, now: Millis, rng: &mut impl Rng, out: &mut Vec<Output>) {
+        let timeout = self.suspicion_timeout();
+        let expired: Vec<Update> = self
+            .suspects
+            .iter()
+            .filter(|(_, since)| now >= **since + timeout)
+            .filter_map(|(id, _)| self.members.get(id))
+            .map(|k| Update { state: State::Dead, ..k.update.clone() })
+            .collect();
+        for dead in expired {
+            self.apply(now, dead, rng, out);
+        }
+    }
+
+    fn probe_step(&mut self, now: Millis, rng: &mut impl Rng, out: &mut Vec<Output>) {
+        if let Some(p) = self.probe.as_mut().filter(|p| !p.indirect_sent && now >= p.started + self.cfg.probe_timeout) {
+            p.indirect_sent = true;
+            let (target, seq) = (p.target.clone(), p.seq);
+            self.probe_indirectly(&target, seq, rng, out);
+        }
+        if now < self.next_probe {
+            return;
+        }
+        self.next_probe = now + self.cfg.probe_interval;
+        if !self.joined {
+            self.ask_seeds(out);
+        }
+        if let Some(failed) = self.probe.take() {
+            // Neither the member nor anyone asking for us heard it this round.
+            if let Some(k) = self.members.get(&failed.target).filter(|k| k.update.state == State::Alive) {
+                let suspect = Update { state: State::Suspect, ..k.update.clone() };
+                self.apply(now, suspect, rng, out);
+            }
+        }
+        let Some(target) = self.next_probe_target(rng) else { return };
+        let seq = self.take_seq();
+        let addr = self.members[&target].update.addr.clone();
+        let rumors = self.piggyback();
+        self.send(&addr, Message::Ping { seq, target: target.clone(), rumors }, out);
+        self.probe = Some(Probe { target, seq, started: now, indirect_sent: false });
+    }
+
+    /// Round-robin over a shuffled order, reshuffled after each pass, so
+    /// every member is probed once per pass (SWIM's bounded detection time).
+    fn next_probe_target(&mut self, rng: &mut impl Rng) -> Option<String> {
+        for _ in 0..2 {
+            while self.probe_pos < self.probe_order.len() {
+                let id = &self.probe_order[self.probe_pos];
+                self.probe_pos += 1;
+                if self.members.get(id).is_some_and(|k| matches!(k.update.state, State::Alive | State::Suspect)) {
+                    return Some(id.clone());
+                }
+            }
+            self.probe_order.retain(|id| self.members.contains_key(id));
+            self.probe_order.shuffle(rng);
+            self.probe_pos = 0;
+        }
+        None
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn probe_indirectly(&mut self, target: &str, seq: u64, rng: &mut impl Rng, out: &mut Vec<Output>) {
+        let Some(target_addr) = self.members.get(target).map(|k| k.update.addr.clone()) else { return };
+        let helpers = self.random_members(self.cfg.indirect_probes, |u| u.id != target && u.state == State::Alive, rng);
+        for (_, helper) in &helpers {
+            let rumors = self.piggyback();
+            let msg = Message::PingReq { seq, target: target.to_string(), target_addr: target_addr.clone(), rumors };
+            self.send(helper, msg, out);
+        }
+    }
+
+    fn gossip(&mut self, rng: &mut impl Rng, out: &mut Vec<Output>) {
+        if self.rumors.is_empty() {
+            return;
+        }
+        let targets = self.random_members(self.cfg.fanout, |u| matches!(u.state, State::Alive | State::Suspect), rng);
+        for (_, to) in &targets {
+            let rumors = self.piggyback();
+            if rumors.is_empty() {
+                break;
+            }
+            self.send(to, Message::Gossip { rumors }, out);
+        }
+    }
+
+    /// Push-pull with one random member, dead ones included: after a
+    /// partition both sides think the other dead, and only a sync across it
+    /// lets them find out otherwise and refute.
+    fn sync(&mut self, rng: &mut impl Rng, out: &mut Vec<Output>) {
+        if let Some((_, to)) = self.random_members(1, |u| u.state != State::Left, rng).first() {
+            let msg = Message::Sync { members: self.full_view(), reply: true };
+            self.send(to, msg, out);
+        }
+    }
+
+    /// Handles one message that arrived at `now`.
+    pub fn handle(&mut self, now: Millis, envelope: Envelope, rng: &mut impl Rng, out: &mut Vec<Output>) {
+        let Envelope { from, msg } = envelope;
+        let from_addr = from.addr.clone();
+        if from.id != self.me.id {
+            self.apply(now, from, rng, out);
+        }
+        match msg {
+            Message::Ping { seq, target, rumors } => {
+                self.apply_all(now, rumors, rng, out);
+                if target == self.me.id {
+                    let rumors = self.piggyback();
+                    self.send(&from_addr, Message::Ack { seq, rumors }, out);
+                }
+            }
+            Message::Ack { seq, rumors } => {
+                self.apply_all(now, rumors, rng, out);
+                if self.probe.as_ref().is_some_and(|p| p.seq == seq) {
+                    self.probe = None;
+                } else if let Some(relay) = self.relays.remove(&seq) {
+                    let rumors = self.piggyback();
+                    self.send(&relay.to, Message::Ack { seq: relay.seq, rumors }, out);
+                }
+            }
+            Message::PingReq { seq, target, target_addr, rumors } => {
+                self.apply_all(now, rumors, rng, out);
+                if target == self.me.id {
+                    let rumors = self.piggyback();
+                    self.send(&from_addr, Message::Ack { seq, rumors }, out);
+                } else if self.relays.len() < MAX_RELAYS {
+                    let own = self.take_seq();
+                    self.relays.insert(own, Relay { to: from_addr, seq, expires: now + self.cfg.probe_interval });
+                    let rumors = self.piggyback();
+                    self.send(&target_addr, Message::Ping { seq: own, target, rumors }, out);
+                }
+            }
+            Message::Gossip { rumors } => self.apply_all(now, rumors, rng, out),
+            Message::Sync { members, reply } => {
+                self.apply_all(now, members, rng, out);
+                self.joined = true;
+                if reply {
+                    let msg = Message::Sync { members: self.full_view(), reply: false };
+                    self.send(&from_addr, msg, out);
+                }
+            }
+        }
+    }
+}
+
+/// Updates taken from one message; a larger view is cut (its rest arrives
+/// by later syncs), so one message cannot make a node work without bound.
+pub const MAX_UPDATES_PER_MESSAGE: usize = 16_384;
+/// Indirect probes run for others at once.
+const MAX_RELAYS: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    fn update(id: &str, inc: u64, state: State) -> Update {
+        Update { id: id.into(), addr: format!("{id}:1"), incarnation: inc, state }
+    }
+
+    fn node(id: &str) -> Swim {
+        Swim::new(SwimConfig::default(), id, &format!("{id}:1"), 1, 0)
+    }
+
+    fn sends(out: &[Output]) -> Vec<(String, Message)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send { to, envelope } => Some((to.clone(), envelope.msg.clone())),
+                Output::Changed(_) => None,
+            })
+            .collect()
+    }
+
+    fn rng() -> SmallRng {
+        SmallRng::seed_from_u64(7)
+    }
+
+    proptest! {
+        /// Merging is a join: any order of the same updates ends in the same view.
+        #[test]
+        fn the_view_does_not_depend_on_the_order_updates_arrive_in(
+            raw in proptest::collection::vec((0u8..4, 0u64..4, 0u8..4, any::<bool>()), 0..40),
+            shuffle_seed in any::<u64>(),
+        ) {
+            let states = [State::Alive, State::Suspect, State::Dead, State::Left];
+            let updates: Vec<Update> = raw
+                .iter()
+                .map(|&(m, inc, st, addr)| Update {
+                    id: format!("m{m}"),
+                    addr: if addr { "a".into() } else { "b".into() },
+                    incarnation: inc,
+                    state: states[st as usize],
+                })
+                .collect();
+            let mut shuffled = updates.clone();
+            shuffled.shuffle(&mut SmallRng::seed_from_u64(shuffle_seed));
+            let (mut a, mut b) = (node("me"), node("me"));
+            let (mut out, mut r) = (Vec::new(), rng());
+            for u in updates {
+                a.apply(0, u, &mut r, &mut out);
+            }
+            for u in shuffled {
+                b.apply(0, u, &mut r, &mut out);
+            }
+            let view = |s: &Swim| s.view().cloned().collect::<Vec<_>>();
+            prop_assert_eq!(view(&a), view(&b));
+            for state in states {
+                prop_assert_eq!(a.count(state), a.view().filter(|u| u.state == state).count());
+            }
+        }
+    }
+
+    #[test]
+    fn a_member_that_hears_it_is_suspected_raises_its_incarnation_and_says_so() {
+        let mut me = node("a");
+        let (mut out, mut r) = (Vec::new(), rng());
+        me.apply(0, update("b", 1, State::Alive), &mut r, &mut out);
+        let from = update("b", 1, State::Alive);
+        let msg = Message::Gossip { rumors: vec![update("a", 1, State::Suspect)] };
+        me.handle(10, Envelope { from, msg }, &mut r, &mut out);
+        assert_eq!(me.me().incarnation, 2);
+        assert_eq!(me.me().state, State::Alive);
+        // The refutation rides on the next message this member sends.
+        out.clear();
+        me.tick(1_000, &mut r, &mut out);
+        let ping = sends(&out).into_iter().find(|(_, m)| matches!(m, Message::Ping { .. })).expect("a probe");
+        let Message::Ping { rumors, .. } = ping.1 else { unreachable!() };
+        assert!(rumors.contains(&update("a", 2, State::Alive)), "{rumors:?}");
+    }
+
+    #[test]
+    fn an_unanswered_probe_asks_others_then_suspects() {
+        let mut me = node("a");
+        let (mut out, mut r) = (Vec::new(), rng());
+        for id in ["b", "c", "d", "e"] {
+            me.apply(0, update(id, 1, State::Alive), &mut r, &mut out);
+        }
+        out.clear();
+        me.tick(1_000, &mut r, &mut out);
+        let (to, Message::Ping { target, .. }) = sends(&out).remove(0) else { panic!("expected a ping: {out:?}") };
+        assert_eq!(to, format!("{target}:1"));
+        out.clear();
+        me.tick(1_500, &mut r, &mut out);
+        let asks = sends(&out);
+        assert_eq!(asks.len(), 3, "{asks:?}");
+        assert!(asks.iter().all(|(to, m)| matches!(m, Message::PingReq { target: t, .. } if *t == target) && *to != format!("{target}:1")));
+        out.clear();
+        me.tick(2_000, &mut r, &mut out);
+        assert_eq!(me.get(&target).map(|u| u.state), Some(State::Suspect));
+        // Nobody refutes: after 4 · log10(5+1) · 1 s it is dead.
+        me.tick(2_000 + me.suspicion_timeout(), &mut r, &mut out);
+        assert_eq!(me.get(&target).map(|u| u.state), Some(State::Dead));
+    }
+
+    #[test]
+    fn an_ack_relayed_by_another_member_clears_the_probe() {
+        let (mut a, mut helper) = (node("a"), node("h"));
+        let (mut out, mut r) = (Vec::new(), rng());
+        a.apply(0, update("b", 1, State::Alive), &mut r, &mut out);
+        a.apply(0, update("h", 1, State::Alive), &mut r, &mut out);
+        // Probe b (the first target may be h: tick until b is probed).
+        let mut now = 1_000;
+        let seq = loop {
+            out.clear();
+            a.tick(now, &mut r, &mut out);
+            if let Some(Message::Ping { seq, .. }) =
+                sends(&out).into_iter().map(|(_, m)| m).find(|m| matches!(m, Message::Ping { target, .. } if target == "b"))
+            {
+                break seq;
+            }
+            now += 1_000;
+        };
+        out.clear();
+        a.tick(now + 500, &mut r, &mut out);
+        let (_, req) = sends(&out).into_iter().find(|(to, _)| to == "h:1").expect("a ping-req to h");
+        // h pings b for a; b's ack to h goes back to a under a's sequence number.
+        out.clear();
+        helper.handle(now + 501, Envelope { from: a.me().clone(), msg: req }, &mut r, &mut out);
+        let (to, Message::Ping { seq: own, .. }) = sends(&out).remove(0) else { panic!("h should ping b") };
+        assert_eq!(to, "b:1");
+        out.clear();
+        let ack = Message::Ack { seq: own, rumors: vec![] };
+        helper.handle(now + 502, Envelope { from: update("b", 1, State::Alive), msg: ack }, &mut r, &mut out);
+        let (to, forwarded) = sends(&out).remove(0);
+        assert_eq!(to, "a:1");
+        assert!(matches!(forwarded, Message::Ack { seq: s, .. } if s == seq), "{forwarded:?}");
+        out.clear();
+        a.handle(now + 503, Envelope { from: helper.me().clone(), msg: forwarded }, &mut r, &mut out);
+        a.tick(now + 1_000, &mut r, &mut out);
+        assert_eq!(a.get("b").map(|u| u.state), Some(State::Alive));
+    }
+
+    #[test]
+    fn a_member_wrongly_held_dead_is_put_right_by_its_first_message() {
+        let mut me = node("a");
+        let (mut out, mut r) = (Vec::new(), rng());
+        me.apply(0, update("b", 1, State::Dead), &mut r, &mut out);
+        let msg = Message::Gossip { rumors: vec![] };
+        me.handle(5, Envelope { from: update("b", 2, State::Alive), msg }, &mut r, &mut out);
+        assert_eq!(me.get("b"), Some(&update("b", 2, State::Alive)));
+    }
+
+    #[test]
+    fn a_join_is_retried_until_a_member_answers_with_its_view() {
+        let mut me = node("a");
+        let (mut out, mut r) = (Vec::new(), rng());
+        me.join(&["s:1".to_string()], &mut out);
+        assert_eq!(sends(&out).len(), 1);
+        out.clear();
+        me.tick(1_000, &mut r, &mut out);
+        assert!(sends(&out).iter().any(|(to, m)| to == "s:1" && matches!(m, Message::Sync { reply: true, .. })));
+        let reply = Message::Sync { members: vec![update("s", 1, State::Alive)], reply: false };
+        me.handle(1_100, Envelope { from: update("s", 1, State::Alive), msg: reply }, &mut r, &mut out);
+        assert!(me.joined());
+        out.clear();
+        me.tick(2_000, &mut r, &mut out);
+        assert!(!sends(&out).iter().any(|(_, m)| matches!(m, Message::Sync { .. })));
+    }
+}

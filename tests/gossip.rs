@@ -1,0 +1,102 @@
+//! The gossip membership protocol, run by the simulator over many members:
+//! the same `Swim` code a node would run, on a virtual clock and a lossy,
+//! partitionable network. Every run is seeded and deterministic; a failure
+//! names its seed, and `hearsay sim --seed N` replays the standard scenario.
+
+use hearsay::gossip::sim::{NetConfig, Sim};
+use hearsay::gossip::{State, SwimConfig};
+
+const SEEDS: [u64; 3] = [1, 2, 3];
+
+/// `n` members, all joining through member 0, run until every view is complete.
+fn booted(n: usize, loss: f64, seed: u64) -> Sim {
+    let mut sim = Sim::new(SwimConfig::default(), NetConfig { loss, latency: (1, 10) }, seed);
+    sim.add_member(&[]);
+    for _ in 1..n {
+        sim.add_member(&[0]);
+    }
+    let converged = sim.run_until(120_000, 100, Sim::converged);
+    assert!(converged.is_some(), "seed {seed}: {n} members did not complete their views in 120 s");
+    sim
+}
+
+#[test]
+fn a_crashed_member_is_declared_dead_everywhere_and_nobody_else_is() {
+    for seed in SEEDS {
+        let mut sim = booted(64, 0.0, seed);
+        let start = sim.now;
+        sim.crash(7);
+        sim.crash(40);
+        let dead = sim.run_until(start + 60_000, 100, |s| s.all_see(7, State::Dead) && s.all_see(40, State::Dead));
+        let took = dead.map(|t| t - start);
+        // One probe pass finds it (~1-2 s), suspicion lasts 4·log10(65) s ≈ 7 s, then the rumor spreads.
+        assert!(took.is_some_and(|t| t <= 20_000), "seed {seed}: crashed members dead everywhere after {took:?} ms");
+        let end = sim.now + 30_000;
+        sim.run_until(end, end, |_| false);
+        assert_eq!(sim.counters.false_suspicions, 0, "seed {seed}: a running member was suspected on a perfect network");
+        assert_eq!(sim.counters.false_deaths, 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn under_ten_percent_loss_a_crash_is_found_and_false_alarms_are_refuted() {
+    for seed in SEEDS {
+        let mut sim = booted(64, 0.1, seed);
+        let start = sim.now;
+        sim.crash(3);
+        let dead = sim.run_until(start + 60_000, 100, |s| s.all_see(3, State::Dead));
+        assert!(dead.is_some(), "seed {seed}: the crashed member was not dead everywhere within 60 s");
+        let end = sim.now + 60_000;
+        sim.run_until(end, end, |_| false);
+        // Loss makes probes fail, so running members do get suspected; each
+        // must refute, and whatever a missed refutation got wrong is put right.
+        assert!(sim.counters.false_suspicions > 0, "seed {seed}: 10% loss raised no suspicion at all; is the network lossy?");
+        let healed = sim.run_until(sim.now + 60_000, 100, Sim::converged);
+        assert!(healed.is_some(), "seed {seed}: running members still held dead 60 s later");
+    }
+}
+
+#[test]
+fn a_join_reaches_every_member_in_a_few_gossip_rounds() {
+    for seed in SEEDS {
+        let mut sim = booted(256, 0.0, seed);
+        let start = sim.now;
+        let newcomer = sim.add_member(&[100]);
+        let spread = sim.run_until(start + 60_000, 50, |s| s.all_know(newcomer)).map(|t| t - start);
+        // log2(257) ≈ 8 rounds of 200 ms; allow 3x.
+        assert!(spread.is_some_and(|t| t <= 5_000), "seed {seed}: the join reached everyone after {spread:?} ms");
+        assert!(sim.all_see(newcomer, State::Alive), "seed {seed}");
+    }
+}
+
+#[test]
+fn both_sides_of_a_healed_partition_find_each_other_alive_again() {
+    for seed in SEEDS {
+        let mut sim = booted(32, 0.0, seed);
+        sim.partition(|i| u8::from(i % 2 == 1));
+        let start = sim.now;
+        let split = sim.run_until(start + 120_000, 100, |s| (0..s.len()).any(|m| !s.all_know(m)));
+        assert!(split.is_some(), "seed {seed}: a 50/50 partition went unnoticed");
+        let end = sim.now + 30_000;
+        sim.run_until(end, end, |_| false);
+        assert_eq!(sim.view_of(1, 0), Some(State::Dead), "seed {seed}: the other side should be dead by now");
+        sim.heal();
+        // Dead members are still synced with (one random member every 30 s),
+        // and the first contact refutes.
+        let healed = sim.run_until(sim.now + 90_000, 100, Sim::converged);
+        assert!(healed.is_some(), "seed {seed}: the halves did not reconcile within 90 s of healing");
+    }
+}
+
+#[test]
+fn a_seed_replays_the_same_run() {
+    let run = |seed| {
+        let mut sim = booted(40, 0.05, seed);
+        sim.crash(5);
+        let end = sim.now + 20_000;
+        sim.run_until(end, end, |_| false);
+        (sim.now, sim.counters.messages, sim.counters.lost, sim.counters.false_suspicions)
+    };
+    assert_eq!(run(9), run(9));
+    assert_ne!(run(9), run(10));
+}
