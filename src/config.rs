@@ -67,6 +67,8 @@ pub struct NodeConfig {
     /// How often the node looks for shards it holds records of but no
     /// longer replicates, to hand them off ([`crate::repair::handoff`]).
     pub handoff_every: Duration,
+    /// The gossip failure detector's timings (DESIGN.md §6 defaults).
+    pub gossip: crate::gossip::SwimConfig,
 }
 
 /// Default tombstone grace: one day.
@@ -111,6 +113,7 @@ impl NodeConfig {
             tombstone_grace: Some(DEFAULT_TOMBSTONE_GRACE),
             purge_delay: DEFAULT_PURGE_DELAY,
             handoff_every: crate::repair::handoff::HANDOFF_EVERY,
+            gossip: crate::gossip::SwimConfig::default(),
         }
     }
 }

@@ -426,6 +426,7 @@ async fn status(target: &Target) -> Result<()> {
     let mut roots: std::collections::BTreeMap<u64, Vec<(String, String)>> = Default::default();
     for m in cluster["members"].as_array().cloned().unwrap_or_default() {
         let (id, addr) = (m["id"].as_str().unwrap_or("?").to_string(), m["addr"].as_str().unwrap_or("").to_string());
+        let health = m["state"].as_str().unwrap_or("unknown");
         let mc = Client::new(&format!("http://{addr}"))?.with_token(target.admin_token.clone()).with_timeout(Duration::from_secs(3));
         match admin_json(&mc, "/admin/shards").await {
             Ok(shards) => {
@@ -433,7 +434,7 @@ async fn status(target: &Target) -> Result<()> {
                 let pending: u64 =
                     mail["peers"].as_array().map_or(0, |p| p.iter().map(|x| x["pending_records"].as_u64().unwrap_or(0)).sum());
                 let dropped: u64 = mail["peers"].as_array().map_or(0, |p| p.iter().map(|x| x["dropped"].as_u64().unwrap_or(0)).sum());
-                println!("  {id:<8} {addr:<22} up    mail pending {pending}, dropped {dropped}");
+                println!("  {id:<8} {addr:<22} up    gossip: {health:<8} mail pending {pending}, dropped {dropped}");
                 for s in shards["shards"].as_array().cloned().unwrap_or_default() {
                     let replicas: Vec<&str> =
                         s["replicas"].as_array().map_or(Vec::new(), |r| r.iter().filter_map(|x| x.as_str()).collect());
@@ -445,7 +446,7 @@ async fn status(target: &Target) -> Result<()> {
                     }
                 }
             }
-            Err(e) => println!("  {id:<8} {addr:<22} DOWN  ({e})"),
+            Err(e) => println!("  {id:<8} {addr:<22} DOWN  gossip: {health:<8} ({e})"),
         }
     }
     let differing: Vec<u64> = roots.iter().filter(|(_, r)| r.iter().any(|(_, x)| *x != r[0].1)).map(|(s, _)| *s).collect();

@@ -1,12 +1,16 @@
-//! Who is in the cluster, for now a static view: this node plus every node
-//! reachable through `--seeds`, learned by a `hello` exchange and persisted
-//! so a restart knows its peers even while they are down. Everything else
-//! asks this one type for members, addresses and the placement table, so the
-//! gossip-based membership can replace it without touching its callers.
+//! Who is in the cluster: this node plus every node reachable through
+//! `--seeds`, learned by a `hello` exchange and persisted so a restart knows
+//! its peers even while they are down, and each member's health as the
+//! gossip worker sees it (SWIM: alive, suspect, dead, left), which also
+//! spreads joins by rumor. Everything else asks this one type for members,
+//! addresses and the placement table. Placement does not follow health: a
+//! dead member keeps its shards (DESIGN.md §2).
 
+use crate::clock::{Clock, SystemClock};
+use crate::gossip::{Envelope, Millis, Output, Peer, State as Health, Swim, SwimConfig, Update};
 use crate::placement::PlacementTable;
 use crate::rpc::client::PeerClient;
-use crate::rpc::{Hello, HelloReply, PATH_HELLO};
+use crate::rpc::{Hello, HelloReply, PATH_GOSSIP, PATH_HELLO};
 use crate::storage::{Storage, StorageError};
 use crate::types::NodeId;
 use std::collections::{BTreeMap, HashSet};
@@ -37,7 +41,16 @@ struct State {
     members: BTreeMap<String, Member>,
     placement: Arc<PlacementTable>,
     answered_seeds: HashSet<String>,
+    /// (state, incarnation) per member, as the gossip worker last heard.
+    health: BTreeMap<String, (Health, u64)>,
 }
+
+/// Gossip messages waiting for the worker; beyond this many the route
+/// answers 503 and the sender's probe times out, as on a lossy link.
+const GOSSIP_INBOX: usize = 1024;
+/// How long a gossip send may take: an ack later than the probe timeout is
+/// worthless anyway.
+const GOSSIP_SEND_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub struct Membership {
     me: Member,
@@ -46,6 +59,9 @@ pub struct Membership {
     seeds: Vec<String>,
     state: RwLock<State>,
     storage: Arc<dyn Storage>,
+    inbox: tokio::sync::mpsc::Sender<Envelope>,
+    /// The worker's end of `inbox`, taken once by [`Membership::gossip`].
+    inbox_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Envelope>>>,
 }
 
 impl Membership {
@@ -61,13 +77,16 @@ impl Membership {
         }
         members.insert(me.id.clone(), me.clone());
         let seeds: Vec<String> = seeds.into_iter().filter(|s| !s.is_empty() && *s != me.addr).collect();
+        let (inbox, rx) = tokio::sync::mpsc::channel(GOSSIP_INBOX);
         let m = Membership {
             me,
             shards,
             rf,
             seeds,
-            state: RwLock::new(State { members, placement: Arc::default(), answered_seeds: HashSet::new() }),
+            state: RwLock::new(State { members, placement: Arc::default(), answered_seeds: HashSet::new(), health: BTreeMap::new() }),
             storage,
+            inbox,
+            inbox_rx: std::sync::Mutex::new(Some(rx)),
         };
         m.rebuild(&mut m.state.write().expect("membership lock"));
         Ok(m)
@@ -165,6 +184,114 @@ impl Membership {
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = &mut shutdown => return,
+            }
+        }
+    }
+}
+
+/// A member and its health, for `/admin/cluster`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberStatus {
+    pub id: String,
+    pub addr: String,
+    /// `alive`, `suspect`, `dead` or `left`; `unknown` until gossip has
+    /// heard of the member.
+    pub state: &'static str,
+    pub incarnation: Option<u64>,
+}
+
+impl Membership {
+    /// Every member with its health.
+    pub fn statuses(&self) -> Vec<MemberStatus> {
+        let state = self.state.read().expect("membership lock");
+        state
+            .members
+            .values()
+            .map(|m| {
+                let health = state.health.get(&m.id);
+                MemberStatus {
+                    id: m.id.clone(),
+                    addr: m.addr.clone(),
+                    state: health.map_or("unknown", |h| h.0.name()),
+                    incarnation: health.map(|h| h.1),
+                }
+            })
+            .collect()
+    }
+
+    /// Hands a received gossip message to the worker; false when its inbox
+    /// is full (the message is dropped, like a lost packet).
+    pub fn deliver(&self, envelope: Envelope) -> bool {
+        self.inbox.try_send(envelope).is_ok()
+    }
+
+    /// Takes in what the gossip worker saw change about a member.
+    fn observe(&self, update: &Update) {
+        self.state.write().expect("membership lock").health.insert(update.id.clone(), (update.state, update.incarnation));
+        if update.id != self.me.id && update.state == Health::Alive {
+            // A join spread by rumor, or a member back at a new address.
+            if let Err(e) = self.learn(&update.id, &update.addr, self.shards) {
+                tracing::warn!(member = %update.id, error = %e, "not adding a member gossip announced");
+            }
+        }
+    }
+
+    fn perform(&self, peers: &PeerClient, out: &mut Vec<Output>) {
+        for o in out.drain(..) {
+            match o {
+                Output::Send { to: Peer { id, addr }, envelope } => {
+                    let peers = peers.clone();
+                    tokio::spawn(async move {
+                        let name = if id.is_empty() { addr.as_str() } else { id.as_str() };
+                        let sent = peers.call::<_, ()>((name, &addr), PATH_GOSSIP, &envelope, GOSSIP_SEND_TIMEOUT).await;
+                        if let Err(e) = sent {
+                            tracing::trace!(to = %addr, kind = envelope.msg.kind(), error = %e, "gossip message not delivered");
+                        }
+                    });
+                }
+                Output::Changed(update) => {
+                    if update.id != self.me.id {
+                        tracing::info!(member = %update.id, state = update.state.name(), incarnation = update.incarnation, "member state changed");
+                    }
+                    self.observe(&update);
+                }
+            }
+        }
+    }
+
+    /// Worker: runs the SWIM state machine ([`Swim`]) on this node: probes
+    /// members, spreads rumors, answers what `/internal/gossip` delivers.
+    /// Joins through the seeds and every member a previous run knew; on
+    /// shutdown tells a few members it leaves.
+    pub async fn gossip(self: Arc<Self>, cfg: SwimConfig, peers: PeerClient, shutdown: impl std::future::Future<Output = ()>) {
+        let Some(mut inbox) = self.inbox_rx.lock().expect("inbox lock").take() else { return };
+        tokio::pin!(shutdown);
+        let start = tokio::time::Instant::now();
+        let now = || start.elapsed().as_millis() as Millis;
+        // A fresh life's incarnation: the wall clock, above any earlier life's.
+        let mut swim = Swim::new(cfg, &self.me.id, &self.me.addr, SystemClock.now_ms(), now());
+        let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::from_entropy();
+        let mut out = Vec::new();
+        let mut contacts = self.seeds.clone();
+        contacts.extend(self.members().into_iter().filter(|m| m.id != self.me.id).map(|m| m.addr));
+        contacts.sort();
+        contacts.dedup();
+        swim.join(&contacts, &mut out);
+        out.push(Output::Changed(swim.me().clone()));
+        loop {
+            self.perform(&peers, &mut out);
+            let wake = start + Duration::from_millis(swim.next_wakeup());
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => swim.tick(now(), &mut rng, &mut out),
+                received = inbox.recv() => match received {
+                    Some(envelope) => swim.handle(now(), envelope, &mut rng, &mut out),
+                    None => return,
+                },
+                _ = &mut shutdown => {
+                    swim.leave(&mut rng, &mut out);
+                    self.perform(&peers, &mut out);
+                    return;
+                }
             }
         }
     }

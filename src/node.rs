@@ -109,7 +109,10 @@ pub async fn run_with_storage(
     for peer in mailbox.peers_with_mail() {
         repl.ensure_carrier(&peer);
     }
-    workers.push(tokio::spawn(membership.clone().discover(peers, stopped())));
+    workers.push(tokio::spawn(membership.clone().discover(peers.clone(), stopped())));
+    // Gossip gets its own byte counters: the peer_bytes metrics stay the cost of moving data.
+    let gossip_peers = PeerClient::new(config.node_id.name(), mac.clone(), config.links.0.clone(), Default::default());
+    workers.push(tokio::spawn(membership.clone().gossip(config.gossip.clone(), gossip_peers, stopped())));
     let initial =
         crate::repair::Schedule { enabled: config.anti_entropy_enabled, interval_secs: config.anti_entropy_interval_secs, stamp: 0 };
     let ae = Arc::new(crate::repair::AntiEntropy::open(repl.clone(), initial, purge_policy(&config)).map_err(storage_error)?);

@@ -34,7 +34,7 @@ pub async fn cluster(State(st): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
         "node": st.node,
         "shard_count": m.shards(),
-        "members": m.members(),
+        "members": m.statuses(),
         "ready": m.is_ready(),
         "clock_offsets_ms": st.peer_clocks.offsets(),
     }))

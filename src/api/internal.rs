@@ -88,6 +88,14 @@ pub async fn hello(State(st): State<AppState>, uri: Uri, headers: HeaderMap, bod
     Ok(reply(&membership.hello_reply()))
 }
 
+pub async fn gossip(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let envelope: crate::gossip::Envelope = accept(&st, &uri, &headers, body).await?;
+    if !st.repl.membership.deliver(envelope) {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "gossip inbox is full"));
+    }
+    Ok(reply(&()))
+}
+
 /// Refuses a shard id outside this cluster, or a peer with another shard count.
 fn check_shard(st: &AppState, shard: u32, shards: u32) -> Result<crate::types::ShardId, ApiError> {
     let ours = st.repl.membership.shards();

@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route(crate::rpc::PATH_APPLY, post(internal::apply))
         .route(crate::rpc::PATH_READ, post(internal::read))
         .route(crate::rpc::PATH_HELLO, post(internal::hello))
+        .route(crate::rpc::PATH_GOSSIP, post(internal::gossip))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), admin_auth))
         .layer(middleware::from_fn(json_errors))

@@ -10,4 +10,4 @@ pub mod sim;
 pub mod swim;
 
 pub use message::{Envelope, Message, State, Update};
-pub use swim::{Millis, Output, Swim, SwimConfig};
+pub use swim::{Millis, Output, Peer, Swim, SwimConfig};

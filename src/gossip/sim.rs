@@ -203,7 +203,7 @@ impl Sim {
                 Output::Send { to, envelope } => {
                     self.counters.messages += 1;
                     *self.counters.by_kind.entry(envelope.msg.kind()).or_default() += 1;
-                    let Some(&to) = self.by_addr.get(&to) else { continue };
+                    let Some(&to) = self.by_addr.get(&to.addr) else { continue };
                     if self.side[from] != self.side[to] || self.rng.gen_bool(self.net.loss.clamp(0.0, 1.0)) {
                         self.counters.lost += 1;
                         continue;
@@ -317,7 +317,7 @@ impl Report {
             out += &format!("  {} crashed: dead everywhere after {}\n", s.crash, ms(self.all_dead_ms));
         }
         out += &format!(
-            "  false alarms on running members: {} suspicions, {} deaths\n",
+            "  false alarms about running members (one per member that raised or heard it): {} suspicions, {} deaths\n",
             self.counters.false_suspicions, self.counters.false_deaths
         );
         let kinds: Vec<String> = self.counters.by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();

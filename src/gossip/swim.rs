@@ -48,10 +48,23 @@ impl Default for SwimConfig {
     }
 }
 
+/// Where a message goes: a member's id (empty for a seed not met yet) and address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: String,
+    pub addr: String,
+}
+
+impl Peer {
+    fn of(update: &Update) -> Peer {
+        Peer { id: update.id.clone(), addr: update.addr.clone() }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Send `envelope` to the member at `to` (an address).
-    Send { to: String, envelope: Envelope },
+    /// Send `envelope` to `to`.
+    Send { to: Peer, envelope: Envelope },
     /// This node's view of a member changed (or the member is new).
     Changed(Update),
 }
@@ -72,7 +85,7 @@ struct Probe {
 /// A probe run for another member; its ack is forwarded to the requester.
 #[derive(Debug)]
 struct Relay {
-    to: String,
+    to: Peer,
     seq: u64,
     expires: Millis,
 }
@@ -180,8 +193,8 @@ impl Swim {
         Envelope { from: self.me.clone(), msg }
     }
 
-    fn send(&self, to: &str, msg: Message, out: &mut Vec<Output>) {
-        out.push(Output::Send { to: to.to_string(), envelope: self.envelope(msg) });
+    fn send(&self, to: Peer, msg: Message, out: &mut Vec<Output>) {
+        out.push(Output::Send { to, envelope: self.envelope(msg) });
     }
 
     fn piggyback(&mut self) -> Vec<Update> {
@@ -203,7 +216,7 @@ impl Swim {
     fn ask_seeds(&self, out: &mut Vec<Output>) {
         for seed in &self.seeds {
             let msg = Message::Sync { members: self.full_view(), reply: true };
-            self.send(seed, msg, out);
+            self.send(Peer { id: String::new(), addr: seed.clone() }, msg, out);
         }
     }
 
@@ -212,11 +225,12 @@ impl Swim {
         self.joined
     }
 
-    /// Announces that this member leaves on purpose.
-    pub fn leave(&mut self, out: &mut Vec<Output>) {
+    /// Announces that this member leaves on purpose, to `fanout` members now.
+    pub fn leave(&mut self, rng: &mut impl Rng, out: &mut Vec<Output>) {
         self.me.state = State::Left;
         self.rumors.push(self.me.clone());
         out.push(Output::Changed(self.me.clone()));
+        self.gossip(rng, out);
     }
 
     /// Merges one update into the view. Returns whether the view changed.
@@ -269,8 +283,8 @@ impl Swim {
     /// Up to `k` distinct random members whose state passes `ok`, as
     /// (id, address). Samples the probe order instead of scanning the view,
     /// so a tick costs O(k log n) however large the cluster.
-    fn random_members(&self, k: usize, ok: impl Fn(&Update) -> bool, rng: &mut impl Rng) -> Vec<(String, String)> {
-        let mut picked: Vec<(String, String)> = Vec::with_capacity(k);
+    fn random_members(&self, k: usize, ok: impl Fn(&Update) -> bool, rng: &mut impl Rng) -> Vec<Peer> {
+        let mut picked: Vec<Peer> = Vec::with_capacity(k);
         if self.probe_order.is_empty() {
             return picked;
         }
@@ -280,8 +294,8 @@ impl Swim {
             }
             let id = &self.probe_order[rng.gen_range(0..self.probe_order.len())];
             if let Some(known) = self.members.get(id).filter(|m| ok(&m.update)) {
-                if !picked.iter().any(|(p, _)| p == id) {
-                    picked.push((id.clone(), known.update.addr.clone()));
+                if !picked.iter().any(|p| p.id == *id) {
+                    picked.push(Peer::of(&known.update));
                 }
             }
         }
@@ -340,9 +354,9 @@ impl Swim {
         }
         let Some(target) = self.next_probe_target(rng) else { return };
         let seq = self.take_seq();
-        let addr = self.members[&target].update.addr.clone();
+        let to = Peer::of(&self.members[&target].update);
         let rumors = self.piggyback();
-        self.send(&addr, Message::Ping { seq, target: target.clone(), rumors }, out);
+        self.send(to, Message::Ping { seq, target: target.clone(), rumors }, out);
         self.probe = Some(Probe { target, seq, started: now, indirect_sent: false });
     }
 
@@ -372,7 +386,7 @@ impl Swim {
     fn probe_indirectly(&mut self, target: &str, seq: u64, rng: &mut impl Rng, out: &mut Vec<Output>) {
         let Some(target_addr) = self.members.get(target).map(|k| k.update.addr.clone()) else { return };
         let helpers = self.random_members(self.cfg.indirect_probes, |u| u.id != target && u.state == State::Alive, rng);
-        for (_, helper) in &helpers {
+        for helper in helpers {
             let rumors = self.piggyback();
             let msg = Message::PingReq { seq, target: target.to_string(), target_addr: target_addr.clone(), rumors };
             self.send(helper, msg, out);
@@ -384,7 +398,7 @@ impl Swim {
             return;
         }
         let targets = self.random_members(self.cfg.fanout, |u| matches!(u.state, State::Alive | State::Suspect), rng);
-        for (_, to) in &targets {
+        for to in targets {
             let rumors = self.piggyback();
             if rumors.is_empty() {
                 break;
@@ -397,7 +411,7 @@ impl Swim {
     /// partition both sides think the other dead, and only a sync across it
     /// lets them find out otherwise and refute.
     fn sync(&mut self, rng: &mut impl Rng, out: &mut Vec<Output>) {
-        if let Some((_, to)) = self.random_members(1, |u| u.state != State::Left, rng).first() {
+        if let Some(to) = self.random_members(1, |u| u.state != State::Left, rng).pop() {
             let msg = Message::Sync { members: self.full_view(), reply: true };
             self.send(to, msg, out);
         }
@@ -406,7 +420,7 @@ impl Swim {
     /// Handles one message that arrived at `now`.
     pub fn handle(&mut self, now: Millis, envelope: Envelope, rng: &mut impl Rng, out: &mut Vec<Output>) {
         let Envelope { from, msg } = envelope;
-        let from_addr = from.addr.clone();
+        let sender = Peer::of(&from);
         if from.id != self.me.id {
             self.apply(now, from, rng, out);
         }
@@ -415,7 +429,7 @@ impl Swim {
                 self.apply_all(now, rumors, rng, out);
                 if target == self.me.id {
                     let rumors = self.piggyback();
-                    self.send(&from_addr, Message::Ack { seq, rumors }, out);
+                    self.send(sender, Message::Ack { seq, rumors }, out);
                 }
             }
             Message::Ack { seq, rumors } => {
@@ -424,19 +438,19 @@ impl Swim {
                     self.probe = None;
                 } else if let Some(relay) = self.relays.remove(&seq) {
                     let rumors = self.piggyback();
-                    self.send(&relay.to, Message::Ack { seq: relay.seq, rumors }, out);
+                    self.send(relay.to, Message::Ack { seq: relay.seq, rumors }, out);
                 }
             }
             Message::PingReq { seq, target, target_addr, rumors } => {
                 self.apply_all(now, rumors, rng, out);
                 if target == self.me.id {
                     let rumors = self.piggyback();
-                    self.send(&from_addr, Message::Ack { seq, rumors }, out);
+                    self.send(sender, Message::Ack { seq, rumors }, out);
                 } else if self.relays.len() < MAX_RELAYS {
                     let own = self.take_seq();
-                    self.relays.insert(own, Relay { to: from_addr, seq, expires: now + self.cfg.probe_interval });
+                    self.relays.insert(own, Relay { to: sender, seq, expires: now + self.cfg.probe_interval });
                     let rumors = self.piggyback();
-                    self.send(&target_addr, Message::Ping { seq: own, target, rumors }, out);
+                    self.send(Peer { id: target.clone(), addr: target_addr }, Message::Ping { seq: own, target, rumors }, out);
                 }
             }
             Message::Gossip { rumors } => self.apply_all(now, rumors, rng, out),
@@ -445,7 +459,7 @@ impl Swim {
                 self.joined = true;
                 if reply {
                     let msg = Message::Sync { members: self.full_view(), reply: false };
-                    self.send(&from_addr, msg, out);
+                    self.send(sender, msg, out);
                 }
             }
         }
@@ -476,7 +490,7 @@ mod tests {
     fn sends(out: &[Output]) -> Vec<(String, Message)> {
         out.iter()
             .filter_map(|o| match o {
-                Output::Send { to, envelope } => Some((to.clone(), envelope.msg.clone())),
+                Output::Send { to, envelope } => Some((to.addr.clone(), envelope.msg.clone())),
                 Output::Changed(_) => None,
             })
             .collect()

@@ -247,3 +247,5 @@ pub const PATH_SETTINGS: &str = "/internal/settings";
 pub const PATH_APPLY: &str = "/internal/apply";
 pub const PATH_READ: &str = "/internal/read";
 pub const PATH_HELLO: &str = "/internal/hello";
+/// A gossip [`crate::gossip::Envelope`]; the reply is empty.
+pub const PATH_GOSSIP: &str = "/internal/gossip";

@@ -36,6 +36,7 @@ pub struct NodeOpts {
     pub purge_delay: Duration,
     pub handoff_every: Duration,
     pub max_clock_drift: Duration,
+    pub gossip: hearsay::gossip::SwimConfig,
 }
 
 impl Default for NodeOpts {
@@ -56,6 +57,7 @@ impl Default for NodeOpts {
             tombstone_grace: Some(hearsay::config::DEFAULT_TOMBSTONE_GRACE),
             purge_delay: hearsay::config::DEFAULT_PURGE_DELAY,
             handoff_every: hearsay::repair::handoff::HANDOFF_EVERY,
+            gossip: hearsay::gossip::SwimConfig::default(),
             max_clock_drift: Duration::from_millis(hearsay::clock::DEFAULT_MAX_DRIFT_MS),
         }
     }
@@ -144,6 +146,7 @@ impl TestNode {
         c.purge_delay = self.opts.purge_delay;
         c.handoff_every = self.opts.handoff_every;
         c.max_clock_drift = self.opts.max_clock_drift;
+        c.gossip = self.opts.gossip.clone();
         if let Some(net) = &self.opts.net {
             c.links = Links(net.clone());
         }
