@@ -18,6 +18,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 const META_MEMBERS: &str = "members";
+/// Members an operator removed: `[(id, (incarnation removed at, address))]`.
+const META_REMOVED: &str = "removed_members";
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Member {
@@ -31,6 +33,16 @@ pub enum MembershipError {
     ShardMismatch { name: String, ours: u32, theirs: u32 },
     #[error("node names {a:?} and {b:?} hash to the same 64-bit tag; rename one")]
     TagCollision { a: String, b: String },
+    #[error("member {0:?} was removed from the cluster; it comes back only by running again (with a new incarnation)")]
+    Removed(String),
+    #[error("{0:?} is not a member")]
+    NotAMember(String),
+    #[error("a node cannot remove itself; ask another member")]
+    RemoveSelf,
+    #[error("member {name:?} is {state}: only a member that is down (dead or left) can be removed; stop it first")]
+    NotDown { name: String, state: &'static str },
+    #[error("the gossip worker is busy; try again")]
+    Busy,
     #[error("invalid node id: {0}")]
     BadId(#[from] crate::types::NodeIdError),
     #[error(transparent)]
@@ -43,6 +55,9 @@ struct State {
     answered_seeds: HashSet<String>,
     /// (state, incarnation) per member, as the gossip worker last heard.
     health: BTreeMap<String, (Health, u64)>,
+    /// Removed members: the incarnation they were removed at, and their
+    /// last address (persisted).
+    removed: BTreeMap<String, (u64, String)>,
 }
 
 /// Gossip messages waiting for the worker; beyond this many the route
@@ -76,6 +91,13 @@ impl Membership {
             }
         }
         members.insert(me.id.clone(), me.clone());
+        let removed: BTreeMap<String, (u64, String)> = match storage.meta_get(META_REMOVED)? {
+            Some(raw) => serde_json::from_slice::<Vec<(String, (u64, String))>>(&raw)
+                .map_err(|e| StorageError::Corrupt(format!("persisted removed members: {e}")))?
+                .into_iter()
+                .collect(),
+            None => BTreeMap::new(),
+        };
         let seeds: Vec<String> = seeds.into_iter().filter(|s| !s.is_empty() && *s != me.addr).collect();
         let (inbox, rx) = tokio::sync::mpsc::channel(GOSSIP_INBOX);
         let m = Membership {
@@ -83,7 +105,13 @@ impl Membership {
             shards,
             rf,
             seeds,
-            state: RwLock::new(State { members, placement: Arc::default(), answered_seeds: HashSet::new(), health: BTreeMap::new() }),
+            state: RwLock::new(State {
+                members,
+                placement: Arc::default(),
+                answered_seeds: HashSet::new(),
+                health: BTreeMap::new(),
+                removed,
+            }),
             storage,
             inbox,
             inbox_rx: std::sync::Mutex::new(Some(rx)),
@@ -113,10 +141,12 @@ impl Membership {
         self.state.read().expect("membership lock").members.get(id).map(|m| m.addr.clone())
     }
 
-    /// Ready once every seed has answered at least once.
+    /// Ready once every seed has answered at least once; a seed that is a
+    /// removed member's address is not waited for.
     pub fn is_ready(&self) -> bool {
         let state = self.state.read().expect("membership lock");
-        self.seeds.iter().all(|s| state.answered_seeds.contains(s))
+        let removed = |s: &String| state.removed.values().any(|(_, addr)| addr == s);
+        self.seeds.iter().all(|s| state.answered_seeds.contains(s) || removed(s))
     }
 
     pub fn shards(&self) -> u32 {
@@ -130,6 +160,9 @@ impl Membership {
         }
         let node = NodeId::new(id)?;
         let mut state = self.state.write().expect("membership lock");
+        if state.removed.contains_key(id) {
+            return Err(MembershipError::Removed(id.to_string()));
+        }
         if let Some(other) = state.members.keys().find(|n| *n != id && NodeId::new(n).is_ok_and(|o| o.tag() == node.tag())) {
             return Err(MembershipError::TagCollision { a: other.clone(), b: id.to_string() });
         }
@@ -139,10 +172,79 @@ impl Membership {
         }
         state.members.insert(id.to_string(), member);
         self.rebuild(&mut state);
-        let saved: Vec<(&String, &String)> = state.members.values().map(|m| (&m.id, &m.addr)).collect();
-        self.storage.meta_put(META_MEMBERS, &serde_json::to_vec(&saved).expect("plain data serializes"))?;
+        self.persist(&state)?;
         tracing::info!(member = id, addr, members = state.members.len(), "member joined the view");
         Ok(true)
+    }
+
+    fn persist(&self, state: &State) -> Result<(), StorageError> {
+        let saved: Vec<(&String, &String)> = state.members.values().map(|m| (&m.id, &m.addr)).collect();
+        self.storage.meta_put(META_MEMBERS, &serde_json::to_vec(&saved).expect("plain data serializes"))?;
+        let removed: Vec<(&String, &(u64, String))> = state.removed.iter().collect();
+        self.storage.meta_put(META_REMOVED, &serde_json::to_vec(&removed).expect("plain data serializes"))
+    }
+
+    /// Takes a member out of the view and placement, for good unless it runs
+    /// again with a higher incarnation than `incarnation`.
+    fn drop_removed(&self, id: &str, incarnation: u64, addr: &str) -> Result<(), StorageError> {
+        let mut state = self.state.write().expect("membership lock");
+        if state.removed.get(id).is_some_and(|(inc, _)| *inc >= incarnation) {
+            return Ok(());
+        }
+        state.removed.insert(id.to_string(), (incarnation, addr.to_string()));
+        state.members.remove(id);
+        self.rebuild(&mut state);
+        self.persist(&state)?;
+        tracing::warn!(member = id, members = state.members.len(), "member removed from the cluster; its shards are placed on the others");
+        Ok(())
+    }
+
+    /// Forgets a removal that a newer life of the member outbids.
+    fn readmit(&self, id: &str, incarnation: u64) -> Result<(), StorageError> {
+        let mut state = self.state.write().expect("membership lock");
+        if state.removed.get(id).is_some_and(|(inc, _)| *inc < incarnation) {
+            state.removed.remove(id);
+            self.persist(&state)?;
+            tracing::info!(member = id, "a removed member runs again; taking it back");
+        }
+        Ok(())
+    }
+
+    /// `POST /admin/members/{id}/remove`: removes a member that is down by
+    /// spreading a `removed` claim at its current incarnation.
+    pub fn remove(&self, id: &str) -> Result<(), MembershipError> {
+        if id == self.me.id {
+            return Err(MembershipError::RemoveSelf);
+        }
+        let (addr, health) = {
+            let state = self.state.read().expect("membership lock");
+            let member = state.members.get(id).ok_or_else(|| MembershipError::NotAMember(id.to_string()))?;
+            (member.addr.clone(), state.health.get(id).copied())
+        };
+        let incarnation = match health {
+            Some((Health::Dead | Health::Left, inc)) => inc,
+            other => {
+                let state = other.map_or("not yet heard from by gossip", |(s, _)| s.name());
+                return Err(MembershipError::NotDown { name: id.to_string(), state });
+            }
+        };
+        let claim = Update { id: id.to_string(), addr, incarnation, state: Health::Removed };
+        // Handed to the worker as gossip from this node, so it spreads like any rumor.
+        let me = Update { id: self.me.id.clone(), addr: self.me.addr.clone(), incarnation: 0, state: Health::Alive };
+        let envelope = Envelope { from: me, msg: crate::gossip::Message::Gossip { rumors: vec![claim] } };
+        if !self.deliver(envelope) {
+            return Err(MembershipError::Busy);
+        }
+        Ok(())
+    }
+
+    pub fn is_removed(&self, id: &str) -> bool {
+        self.state.read().expect("membership lock").removed.contains_key(id)
+    }
+
+    /// Members removed, with the incarnation they were removed at.
+    pub fn removed(&self) -> BTreeMap<String, u64> {
+        self.state.read().expect("membership lock").removed.iter().map(|(id, (inc, _))| (id.clone(), *inc)).collect()
     }
 
     pub fn hello(&self) -> Hello {
@@ -158,7 +260,13 @@ impl Membership {
         self.learn(&reply.node, &reply.addr, reply.shards)?;
         for (id, addr) in &reply.members {
             if *id != self.me.id {
-                self.learn(id, addr, reply.shards)?;
+                match self.learn(id, addr, reply.shards) {
+                    // The seed has not heard of the removal yet.
+                    Err(MembershipError::Removed(_)) => {}
+                    other => {
+                        other?;
+                    }
+                }
             }
         }
         Ok(())
@@ -228,11 +336,21 @@ impl Membership {
     /// Takes in what the gossip worker saw change about a member.
     fn observe(&self, update: &Update) {
         self.state.write().expect("membership lock").health.insert(update.id.clone(), (update.state, update.incarnation));
-        if update.id != self.me.id && update.state == Health::Alive {
-            // A join spread by rumor, or a member back at a new address.
-            if let Err(e) = self.learn(&update.id, &update.addr, self.shards) {
-                tracing::warn!(member = %update.id, error = %e, "not adding a member gossip announced");
-            }
+        if update.id == self.me.id {
+            return;
+        }
+        let done = match update.state {
+            Health::Removed => self.drop_removed(&update.id, update.incarnation, &update.addr).map_err(MembershipError::from),
+            // A join spread by rumor, a member back at a new address, or a
+            // removed member running again.
+            Health::Alive => self
+                .readmit(&update.id, update.incarnation)
+                .map_err(MembershipError::from)
+                .and_then(|()| self.learn(&update.id, &update.addr, self.shards).map(|_| ())),
+            _ => Ok(()),
+        };
+        if let Err(e) = done {
+            tracing::warn!(member = %update.id, state = update.state.name(), error = %e, "membership change not applied");
         }
     }
 

@@ -89,3 +89,79 @@ async fn a_stopped_node_is_seen_leaving_and_comes_back_with_a_new_incarnation() 
     let (_, second) = health(&c1, "n2").await;
     assert!(second > first, "{first:?} -> {second:?}");
 }
+
+async fn remove(c: &Client, member: &str) -> (u16, serde_json::Value) {
+    let r = c.send(hyper::Method::POST, &format!("/admin/members/{member}/remove"), &[], bytes::Bytes::new()).await.unwrap();
+    (r.status.as_u16(), r.json())
+}
+
+fn replicas_named(shards: &serde_json::Value, member: &str) -> usize {
+    shards["shards"].as_array().unwrap().iter().filter(|s| s["replicas"].as_array().unwrap().iter().any(|r| r == member)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_is_down_can_be_removed_and_its_shards_are_refilled_on_the_others() {
+    let mut cluster = TestCluster::start(3, NodeOpts { rf: 2, ..fast() }).await;
+    let (c1, c2) = (cluster.client(0), cluster.client(1));
+    for i in 0..40 {
+        let r = c1.put(format!("k/{i}").as_bytes(), format!("v{i}"), "w=all").await.unwrap();
+        assert!(r.status.is_success(), "{}", r.text());
+    }
+    wait_state("n3 alive", &c1, "n3", "alive", Duration::from_secs(10)).await;
+    let (status, body) = remove(&c1, "n3").await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("member_not_removable")), "a running member stays: {body}");
+    assert_eq!(remove(&c1, "n9").await.0, 404);
+    assert_eq!(remove(&c1, "n1").await.0, 409, "a node does not remove itself");
+
+    let (k1, k2) = (common::local_keys(&c1).await, common::local_keys(&c2).await);
+    assert!(k1 < 40 || k2 < 40, "with RF=2 of 3, n3 holds keys one of the others lacks ({k1}, {k2})");
+    cluster.node(2).stop().await;
+    wait_state("n3 seen down", &c1, "n3", "left", Duration::from_secs(10)).await;
+    assert!(replicas_named(&c1.get_path("/admin/shards").await.unwrap().json(), "n3") > 0);
+    // Writes while n3 is down wait for it in n1's retry buffer.
+    for i in 40..50 {
+        let r = c1.put(format!("k/{i}").as_bytes(), format!("v{i}"), "w=one").await.unwrap();
+        assert!(r.status.is_success(), "{}", r.text());
+    }
+    let queued = common::mail_for(&c1, "n3").await["pending_records"].as_u64().unwrap();
+    assert!(queued > 0, "some of 10 keys belong to n3's shards");
+    let (status, body) = remove(&c1, "n3").await;
+    assert_eq!(status, 202, "{body}");
+    for c in [&c1, &c2] {
+        wait_until("n3 out of the view and of placement", Duration::from_secs(10), || async {
+            let cluster = c.get_path("/admin/cluster").await.unwrap().json();
+            let gone = cluster["members"].as_array().unwrap().iter().all(|m| m["id"] != "n3") && cluster["removed"]["n3"].is_u64();
+            gone && replicas_named(&c.get_path("/admin/shards").await.unwrap().json(), "n3") == 0
+        })
+        .await;
+    }
+    // Mail for n3 is dropped: nobody will take it.
+    wait_until("n3's mail dropped", Duration::from_secs(40), || async {
+        let mail = common::mail_for(&c1, "n3").await;
+        mail["pending_records"] == 0 && mail["dropped"].as_u64() >= Some(queued)
+    })
+    .await;
+    // Every shard is now on n1 and n2; one ring run fills what n3 held alone.
+    let run = common::repair(&c1, serde_json::json!({})).await;
+    assert_eq!(run["outcome"], "completed", "{run}");
+    for c in [&c1, &c2] {
+        assert_eq!(common::local_keys(c).await, 50);
+    }
+
+    // The removal survives a restart, and n1 does not wait for its removed seed.
+    cluster.node(0).restart().await;
+    wait_until("n1 ready again with n3 still down", Duration::from_secs(10), || async {
+        c1.get_path("/ready").await.is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    let view = c1.get_path("/admin/cluster").await.unwrap().json();
+    assert!(view["removed"]["n3"].is_u64() && view["members"].as_array().unwrap().iter().all(|m| m["id"] != "n3"), "{view}");
+
+    // Running again, n3 outbids its removal with a new incarnation and is a member again.
+    cluster.node(2).start_again().await;
+    wait_state("n3 back after running again", &c1, "n3", "alive", Duration::from_secs(10)).await;
+    wait_until("n2 takes n3 back", Duration::from_secs(10), || async {
+        health(&c2, "n3").await.0 == "alive" && c2.get_path("/admin/cluster").await.unwrap().json()["removed"].get("n3").is_none()
+    })
+    .await;
+}

@@ -35,9 +35,27 @@ pub async fn cluster(State(st): State<AppState>) -> Json<serde_json::Value> {
         "node": st.node,
         "shard_count": m.shards(),
         "members": m.statuses(),
+        "removed": m.removed(),
         "ready": m.is_ready(),
         "clock_offsets_ms": st.peer_clocks.offsets(),
     }))
+}
+
+/// `POST /admin/members/{id}/remove`: takes a member that is down out of the
+/// cluster; `202` once the removal is handed to gossip.
+pub async fn remove_member(
+    State(st): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, super::error::ApiError> {
+    use super::error::ApiError;
+    use crate::membership::MembershipError as E;
+    match st.repl.membership.remove(&id) {
+        Ok(()) => Ok((StatusCode::ACCEPTED, Json(json!({ "removing": id }))).into_response()),
+        Err(e @ E::NotAMember(_)) => Err(ApiError::not_found(e.to_string())),
+        Err(e @ (E::RemoveSelf | E::NotDown { .. })) => Err(ApiError::new(StatusCode::CONFLICT, "member_not_removable", e.to_string())),
+        Err(e @ E::Busy) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())),
+        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
+    }
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {

@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/shards", get(admin::shards))
         .route("/admin/mail", get(admin::mail))
         .route("/admin/cluster", get(admin::cluster))
+        .route("/admin/members/{id}/remove", post(admin::remove_member))
         .route("/admin/anti-entropy", get(repair::status).post(repair::start))
         .route("/admin/anti-entropy/schedule", axum::routing::put(repair::schedule))
         .route("/admin/anti-entropy/{run_id}", axum::routing::delete(repair::cancel))

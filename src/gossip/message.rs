@@ -17,17 +17,26 @@ pub enum State {
     /// Declared failed. A dead member keeps its shards (DESIGN.md §2) until an
     /// operator removes it; it comes back by refuting with a higher incarnation.
     Dead,
-    /// Left on purpose.
+    /// Stopped on purpose (a clean shutdown); back with a higher incarnation.
     Left,
+    /// Taken out of the cluster by an operator: out of placement, its shards
+    /// re-placed. If it ever runs again its new incarnation brings it back.
+    Removed,
 }
 
 impl State {
+    /// Whether the member is probed and sent rumors: it may be running.
+    pub fn reachable(self) -> bool {
+        matches!(self, State::Alive | State::Suspect)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             State::Alive => "alive",
             State::Suspect => "suspect",
             State::Dead => "dead",
             State::Left => "left",
+            State::Removed => "removed",
         }
     }
 }

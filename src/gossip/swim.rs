@@ -108,7 +108,7 @@ pub struct Swim {
     seeds: Vec<String>,
     joined: bool,
     /// Other members per state (index: `State as usize`), kept with `members`.
-    counts: [usize; 4],
+    counts: [usize; 5],
     /// Suspects and when this node began suspecting them: each member's
     /// suspicion clock starts when it adopts the suspicion.
     suspects: HashMap<String, Millis>,
@@ -137,7 +137,7 @@ impl Swim {
             next_seq: 1,
             seeds: Vec::new(),
             joined: false,
-            counts: [0; 4],
+            counts: [0; 5],
             suspects: HashMap::new(),
         }
     }
@@ -239,6 +239,7 @@ impl Swim {
             // Someone holds a claim about this member at least as strong as its
             // own: out-bid it, unless this member is leaving.
             if update.supersedes(&self.me) && self.me.state != State::Left {
+                // Claims of removal included: a member that runs is a member.
                 self.me.incarnation = update.incarnation + 1;
                 self.rumors.push(self.me.clone());
                 out.push(Output::Changed(self.me.clone()));
@@ -367,7 +368,7 @@ impl Swim {
             while self.probe_pos < self.probe_order.len() {
                 let id = &self.probe_order[self.probe_pos];
                 self.probe_pos += 1;
-                if self.members.get(id).is_some_and(|k| matches!(k.update.state, State::Alive | State::Suspect)) {
+                if self.members.get(id).is_some_and(|k| k.update.state.reachable()) {
                     return Some(id.clone());
                 }
             }
@@ -397,7 +398,7 @@ impl Swim {
         if self.rumors.is_empty() {
             return;
         }
-        let targets = self.random_members(self.cfg.fanout, |u| matches!(u.state, State::Alive | State::Suspect), rng);
+        let targets = self.random_members(self.cfg.fanout, |u| u.state.reachable(), rng);
         for to in targets {
             let rumors = self.piggyback();
             if rumors.is_empty() {
@@ -411,7 +412,7 @@ impl Swim {
     /// partition both sides think the other dead, and only a sync across it
     /// lets them find out otherwise and refute.
     fn sync(&mut self, rng: &mut impl Rng, out: &mut Vec<Output>) {
-        if let Some(to) = self.random_members(1, |u| u.state != State::Left, rng).pop() {
+        if let Some(to) = self.random_members(1, |u| matches!(u.state, State::Alive | State::Suspect | State::Dead), rng).pop() {
             let msg = Message::Sync { members: self.full_view(), reply: true };
             self.send(to, msg, out);
         }
@@ -473,172 +474,5 @@ pub const MAX_UPDATES_PER_MESSAGE: usize = 16_384;
 const MAX_RELAYS: usize = 1024;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use rand::rngs::SmallRng;
-    use rand::SeedableRng;
-
-    fn update(id: &str, inc: u64, state: State) -> Update {
-        Update { id: id.into(), addr: format!("{id}:1"), incarnation: inc, state }
-    }
-
-    fn node(id: &str) -> Swim {
-        Swim::new(SwimConfig::default(), id, &format!("{id}:1"), 1, 0)
-    }
-
-    fn sends(out: &[Output]) -> Vec<(String, Message)> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::Send { to, envelope } => Some((to.addr.clone(), envelope.msg.clone())),
-                Output::Changed(_) => None,
-            })
-            .collect()
-    }
-
-    fn rng() -> SmallRng {
-        SmallRng::seed_from_u64(7)
-    }
-
-    proptest! {
-        /// Merging is a join: any order of the same updates ends in the same view.
-        #[test]
-        fn the_view_does_not_depend_on_the_order_updates_arrive_in(
-            raw in proptest::collection::vec((0u8..4, 0u64..4, 0u8..4, any::<bool>()), 0..40),
-            shuffle_seed in any::<u64>(),
-        ) {
-            let states = [State::Alive, State::Suspect, State::Dead, State::Left];
-            let updates: Vec<Update> = raw
-                .iter()
-                .map(|&(m, inc, st, addr)| Update {
-                    id: format!("m{m}"),
-                    addr: if addr { "a".into() } else { "b".into() },
-                    incarnation: inc,
-                    state: states[st as usize],
-                })
-                .collect();
-            let mut shuffled = updates.clone();
-            shuffled.shuffle(&mut SmallRng::seed_from_u64(shuffle_seed));
-            let (mut a, mut b) = (node("me"), node("me"));
-            let (mut out, mut r) = (Vec::new(), rng());
-            for u in updates {
-                a.apply(0, u, &mut r, &mut out);
-            }
-            for u in shuffled {
-                b.apply(0, u, &mut r, &mut out);
-            }
-            let view = |s: &Swim| s.view().cloned().collect::<Vec<_>>();
-            prop_assert_eq!(view(&a), view(&b));
-            for state in states {
-                prop_assert_eq!(a.count(state), a.view().filter(|u| u.state == state).count());
-            }
-        }
-    }
-
-    #[test]
-    fn a_member_that_hears_it_is_suspected_raises_its_incarnation_and_says_so() {
-        let mut me = node("a");
-        let (mut out, mut r) = (Vec::new(), rng());
-        me.apply(0, update("b", 1, State::Alive), &mut r, &mut out);
-        let from = update("b", 1, State::Alive);
-        let msg = Message::Gossip { rumors: vec![update("a", 1, State::Suspect)] };
-        me.handle(10, Envelope { from, msg }, &mut r, &mut out);
-        assert_eq!(me.me().incarnation, 2);
-        assert_eq!(me.me().state, State::Alive);
-        // The refutation rides on the next message this member sends.
-        out.clear();
-        me.tick(1_000, &mut r, &mut out);
-        let ping = sends(&out).into_iter().find(|(_, m)| matches!(m, Message::Ping { .. })).expect("a probe");
-        let Message::Ping { rumors, .. } = ping.1 else { unreachable!() };
-        assert!(rumors.contains(&update("a", 2, State::Alive)), "{rumors:?}");
-    }
-
-    #[test]
-    fn an_unanswered_probe_asks_others_then_suspects() {
-        let mut me = node("a");
-        let (mut out, mut r) = (Vec::new(), rng());
-        for id in ["b", "c", "d", "e"] {
-            me.apply(0, update(id, 1, State::Alive), &mut r, &mut out);
-        }
-        out.clear();
-        me.tick(1_000, &mut r, &mut out);
-        let (to, Message::Ping { target, .. }) = sends(&out).remove(0) else { panic!("expected a ping: {out:?}") };
-        assert_eq!(to, format!("{target}:1"));
-        out.clear();
-        me.tick(1_500, &mut r, &mut out);
-        let asks = sends(&out);
-        assert_eq!(asks.len(), 3, "{asks:?}");
-        assert!(asks.iter().all(|(to, m)| matches!(m, Message::PingReq { target: t, .. } if *t == target) && *to != format!("{target}:1")));
-        out.clear();
-        me.tick(2_000, &mut r, &mut out);
-        assert_eq!(me.get(&target).map(|u| u.state), Some(State::Suspect));
-        // Nobody refutes: after 4 · log10(5+1) · 1 s it is dead.
-        me.tick(2_000 + me.suspicion_timeout(), &mut r, &mut out);
-        assert_eq!(me.get(&target).map(|u| u.state), Some(State::Dead));
-    }
-
-    #[test]
-    fn an_ack_relayed_by_another_member_clears_the_probe() {
-        let (mut a, mut helper) = (node("a"), node("h"));
-        let (mut out, mut r) = (Vec::new(), rng());
-        a.apply(0, update("b", 1, State::Alive), &mut r, &mut out);
-        a.apply(0, update("h", 1, State::Alive), &mut r, &mut out);
-        // Probe b (the first target may be h: tick until b is probed).
-        let mut now = 1_000;
-        let seq = loop {
-            out.clear();
-            a.tick(now, &mut r, &mut out);
-            if let Some(Message::Ping { seq, .. }) =
-                sends(&out).into_iter().map(|(_, m)| m).find(|m| matches!(m, Message::Ping { target, .. } if target == "b"))
-            {
-                break seq;
-            }
-            now += 1_000;
-        };
-        out.clear();
-        a.tick(now + 500, &mut r, &mut out);
-        let (_, req) = sends(&out).into_iter().find(|(to, _)| to == "h:1").expect("a ping-req to h");
-        // h pings b for a; b's ack to h goes back to a under a's sequence number.
-        out.clear();
-        helper.handle(now + 501, Envelope { from: a.me().clone(), msg: req }, &mut r, &mut out);
-        let (to, Message::Ping { seq: own, .. }) = sends(&out).remove(0) else { panic!("h should ping b") };
-        assert_eq!(to, "b:1");
-        out.clear();
-        let ack = Message::Ack { seq: own, rumors: vec![] };
-        helper.handle(now + 502, Envelope { from: update("b", 1, State::Alive), msg: ack }, &mut r, &mut out);
-        let (to, forwarded) = sends(&out).remove(0);
-        assert_eq!(to, "a:1");
-        assert!(matches!(forwarded, Message::Ack { seq: s, .. } if s == seq), "{forwarded:?}");
-        out.clear();
-        a.handle(now + 503, Envelope { from: helper.me().clone(), msg: forwarded }, &mut r, &mut out);
-        a.tick(now + 1_000, &mut r, &mut out);
-        assert_eq!(a.get("b").map(|u| u.state), Some(State::Alive));
-    }
-
-    #[test]
-    fn a_member_wrongly_held_dead_is_put_right_by_its_first_message() {
-        let mut me = node("a");
-        let (mut out, mut r) = (Vec::new(), rng());
-        me.apply(0, update("b", 1, State::Dead), &mut r, &mut out);
-        let msg = Message::Gossip { rumors: vec![] };
-        me.handle(5, Envelope { from: update("b", 2, State::Alive), msg }, &mut r, &mut out);
-        assert_eq!(me.get("b"), Some(&update("b", 2, State::Alive)));
-    }
-
-    #[test]
-    fn a_join_is_retried_until_a_member_answers_with_its_view() {
-        let mut me = node("a");
-        let (mut out, mut r) = (Vec::new(), rng());
-        me.join(&["s:1".to_string()], &mut out);
-        assert_eq!(sends(&out).len(), 1);
-        out.clear();
-        me.tick(1_000, &mut r, &mut out);
-        assert!(sends(&out).iter().any(|(to, m)| to == "s:1" && matches!(m, Message::Sync { reply: true, .. })));
-        let reply = Message::Sync { members: vec![update("s", 1, State::Alive)], reply: false };
-        me.handle(1_100, Envelope { from: update("s", 1, State::Alive), msg: reply }, &mut r, &mut out);
-        assert!(me.joined());
-        out.clear();
-        me.tick(2_000, &mut r, &mut out);
-        assert!(!sends(&out).iter().any(|(_, m)| matches!(m, Message::Sync { .. })));
-    }
-}
+#[path = "swim_tests.rs"]
+mod tests;

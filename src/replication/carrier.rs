@@ -59,6 +59,11 @@ impl Carrier {
 
     async fn deliver_batch(&self) -> Result<(), String> {
         let mailbox = &self.repl.mailbox;
+        if self.repl.membership.is_removed(&self.peer) {
+            let dropped = mailbox.forget_peer(&self.peer).map_err(|e| e.to_string())?;
+            tracing::warn!(peer = %self.peer, records = dropped, "mail for a removed member dropped; its shards' new replicas are filled by anti-entropy");
+            return Ok(());
+        }
         let mut letters = mailbox.next_batch(&self.peer, BATCH_RECORDS, BATCH_BYTES).map_err(|e| e.to_string())?;
         if let Some(grace) = self.repl.tombstone_grace {
             // A record older than the grace may already have been purged on

@@ -252,6 +252,28 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Drops all mail and dirty marks for a member that was removed from the
+    /// cluster: no one will deliver or repair them. Returns the letters
+    /// dropped, counted as dropped.
+    pub fn forget_peer(&self, peer: &str) -> Result<u64, StorageError> {
+        let mut queues = self.queues.lock().expect("mailbox lock");
+        let Some(q) = queues.get_mut(peer) else { return Ok(0) };
+        let tree = mail_tree(peer);
+        let seqs: Vec<u64> = q.by_seq.keys().copied().collect();
+        let mut dropped = 0;
+        for seq in seqs {
+            if self.take(q, &tree, seq)? {
+                dropped += 1;
+            }
+        }
+        q.dropped += dropped;
+        self.dropped_metric.get_or_create(&PeerLabels { peer: peer.to_string() }).inc_by(dropped);
+        for shard in std::mem::take(&mut q.dirty) {
+            self.storage.aux_remove(&dirty_tree(peer), &shard.to_be_bytes())?;
+        }
+        Ok(dropped)
+    }
+
     /// Removes letter `seq` from the buffer; whether it was still there.
     fn take(&self, q: &mut PeerQueue, tree: &str, seq: u64) -> Result<bool, StorageError> {
         let Some((key, _)) = q.by_seq.remove(&seq) else { return Ok(false) };
