@@ -30,6 +30,11 @@ pub struct WireStats {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabels {
     pub shard: String,
 }
@@ -48,6 +53,10 @@ pub struct Metrics {
     pub storage_bytes: Gauge<u64, AtomicU64>,
     pub quarantined: Gauge<u64, AtomicU64>,
     pub wire: WireStats,
+    /// Gossip traffic, apart from `wire` so that stays the cost of moving data.
+    pub gossip_wire: WireStats,
+    /// Members by gossip state, set at each scrape.
+    pub members: Family<StateLabels, Gauge>,
     pub mail_dropped: Family<PeerLabels, Counter>,
     pub mail_pending: Family<PeerLabels, Gauge>,
     pub peer_clock_offset: Family<PeerLabels, Gauge>,
@@ -103,6 +112,12 @@ impl Metrics {
         registry.register("peer_requests", "Requests this node sent to peers", wire.requests.clone());
         registry.register("peer_bytes_sent", "Bytes of peer requests sent (request line, headers, body)", wire.bytes_sent.clone());
         registry.register("peer_bytes_received", "Bytes of peer replies received (headers, body)", wire.bytes_received.clone());
+        let gossip_wire = WireStats::default();
+        registry.register("gossip_requests", "Gossip messages this node sent", gossip_wire.requests.clone());
+        registry.register("gossip_bytes_sent", "Bytes of gossip messages sent", gossip_wire.bytes_sent.clone());
+        registry.register("gossip_bytes_received", "Bytes of gossip replies received", gossip_wire.bytes_received.clone());
+        let members = Family::<StateLabels, Gauge>::default();
+        registry.register("members", "Members of the view by gossip state (alive, suspect, dead, left, unknown)", members.clone());
         registry.register("mail_dropped", "Records dropped because a peer's retry buffer was full", mail_dropped.clone());
         registry.register("mail_pending", "Records waiting in a peer's retry buffer", mail_pending.clone());
         registry.register(
@@ -142,6 +157,8 @@ impl Metrics {
             storage_bytes,
             quarantined,
             wire,
+            gossip_wire,
+            members,
             mail_dropped,
             mail_pending,
             peer_clock_offset,

@@ -43,6 +43,12 @@ async fn a_node_cut_off_is_declared_dead_and_alive_again_once_the_network_heals(
     wait_state("n1 holds n3 dead", &c1, "n3", "dead", Duration::from_secs(15)).await;
     wait_state("n3 holds n1 dead", &c3, "n1", "dead", Duration::from_secs(15)).await;
     assert_eq!(health(&c1, "n2").await.0, "alive", "n1 and n2 still reach each other");
+    let metrics = c1.get_path("/metrics").await.unwrap().text();
+    for line in ["hearsay_members{state=\"dead\"} 1", "hearsay_members{state=\"alive\"} 2"] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing from /metrics");
+    }
+    let gossip_sent = metrics.lines().find_map(|l| l.strip_prefix("hearsay_gossip_requests_total ")).and_then(|v| v.parse::<u64>().ok());
+    assert!(gossip_sent.is_some_and(|n| n > 0), "gossip traffic is counted: {gossip_sent:?}");
     // Dead members keep their shards: n3 is still a replica in n1's table.
     let shards = c1.get_path("/admin/shards").await.unwrap().json();
     assert!(shards["shards"].as_array().unwrap().iter().any(|s| s["replicas"].as_array().unwrap().iter().any(|r| r == "n3")));

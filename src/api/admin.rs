@@ -81,6 +81,14 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     for (peer, offset_ms) in st.peer_clocks.offsets() {
         st.metrics.peer_clock_offset.get_or_create(&crate::metrics::PeerLabels { peer }).set(offset_ms);
     }
+    let mut by_state: std::collections::BTreeMap<&str, i64> =
+        ["alive", "suspect", "dead", "left", "unknown"].into_iter().map(|s| (s, 0)).collect();
+    for m in st.repl.membership.statuses() {
+        *by_state.entry(m.state).or_default() += 1;
+    }
+    for (state, n) in by_state {
+        st.metrics.members.get_or_create(&crate::metrics::StateLabels { state: state.to_string() }).set(n);
+    }
     for peer in st.repl.mailbox.stats(0) {
         st.metrics.mail_pending.get_or_create(&crate::metrics::PeerLabels { peer: peer.peer }).set(peer.pending_records as i64);
     }
