@@ -1,10 +1,11 @@
 //! Who is in the cluster: this node plus every node reachable through
 //! `--seeds`, learned by a `hello` exchange and persisted so a restart knows
 //! its peers even while they are down, and each member's health as the
-//! gossip worker sees it (SWIM: alive, suspect, dead, left), which also
-//! spreads joins by rumor. Everything else asks this one type for members,
-//! addresses and the placement table. Placement does not follow health: a
-//! dead member keeps its shards (DESIGN.md §2).
+//! gossip worker ([`Membership::gossip`]) sees it: alive, suspect, dead or
+//! left. Gossip also spreads joins, and removals an operator asks for.
+//! Everything else asks this one type for members, addresses and the
+//! placement table. Placement follows removals only: a dead member keeps its
+//! shards (DESIGN.md §2) until it is removed.
 
 use crate::clock::{Clock, SystemClock};
 use crate::gossip::{Envelope, Millis, Output, Peer, State as Health, Swim, SwimConfig, Update};

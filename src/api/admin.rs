@@ -81,8 +81,9 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     for (peer, offset_ms) in st.peer_clocks.offsets() {
         st.metrics.peer_clock_offset.get_or_create(&crate::metrics::PeerLabels { peer }).set(offset_ms);
     }
+    // Every state is reported, zero included, so a dashboard sees "0 dead".
     let mut by_state: std::collections::BTreeMap<&str, i64> =
-        ["alive", "suspect", "dead", "left", "unknown"].into_iter().map(|s| (s, 0)).collect();
+        crate::gossip::State::ALL.iter().map(|s| s.name()).chain(["unknown"]).map(|s| (s, 0)).collect();
     for m in st.repl.membership.statuses() {
         *by_state.entry(m.state).or_default() += 1;
     }

@@ -25,6 +25,8 @@ pub enum State {
 }
 
 impl State {
+    pub const ALL: [State; 5] = [State::Alive, State::Suspect, State::Dead, State::Left, State::Removed];
+
     /// Whether the member is probed and sent rumors: it may be running.
     pub fn reachable(self) -> bool {
         matches!(self, State::Alive | State::Suspect)

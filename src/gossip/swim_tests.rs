@@ -34,7 +34,7 @@ proptest! {
         raw in proptest::collection::vec((0u8..4, 0u64..4, 0u8..5, any::<bool>()), 0..40),
         shuffle_seed in any::<u64>(),
     ) {
-        let states = [State::Alive, State::Suspect, State::Dead, State::Left, State::Removed];
+        let states = State::ALL;
         let updates: Vec<Update> = raw
             .iter()
             .map(|&(m, inc, st, addr)| Update {
