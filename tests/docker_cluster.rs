@@ -118,6 +118,13 @@ async fn mail_pending(c: &Client) -> u64 {
     m["peers"].as_array().map_or(u64::MAX, |p| p.iter().map(|x| x["pending_records"].as_u64().unwrap_or(0)).sum())
 }
 
+/// `member`'s gossip state as the node behind `c` sees it.
+async fn gossip_state(c: &Client, member: &str) -> String {
+    let v = c.get_path("/admin/cluster").await.map(|r| r.json()).unwrap_or(Value::Null);
+    let m = v["members"].as_array().and_then(|ms| ms.iter().find(|m| m["id"] == member).cloned()).unwrap_or(Value::Null);
+    m["state"].as_str().unwrap_or("?").to_string()
+}
+
 fn docker(args: &[&str]) -> Output {
     run(Command::new("docker").args(args))
 }
@@ -167,9 +174,12 @@ async fn a_killed_node_catches_up_from_mail_and_one_repair() {
         }
     }
     assert_eq!(acked.len(), 600, "writes with a node down must succeed at quorum and one");
+    // Killed, it could not say it left: the failure detector finds it.
+    wait_until("gossip holds the killed n2 dead", Duration::from_secs(30), async || gossip_state(&cs[0], "n2").await == "dead").await;
     docker(&["start", &node2]);
     let restarted = Instant::now();
     cluster.wait_ready(Duration::from_secs(60)).await;
+    wait_until("n2 alive again", Duration::from_secs(30), async || gossip_state(&cs[2], "n2").await == "alive").await;
     for c in [&cs[0], &cs[2]] {
         wait_until("the retry buffers drain to node2", Duration::from_secs(60), async || mail_pending(c).await == 0).await;
     }
@@ -210,8 +220,13 @@ async fn a_partitioned_node_converges_to_the_newest_versions() {
         let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
         versions.entry(key).or_default().push((version, format!("minority-{i}")));
     }
+    wait_until("the majority holds n3 dead", Duration::from_secs(30), async || gossip_state(&cs[0], "n3").await == "dead").await;
     docker(&["network", "connect", "--alias", "node3", &cluster.network(), &node3]);
     cluster.wait_ready(Duration::from_secs(60)).await;
+    // The periodic sync reaches across the healed cut and n3 refutes.
+    for (c, member) in [(&cs[0], "n3"), (&cs[2], "n1")] {
+        wait_until("alive again across the healed cut", Duration::from_secs(60), async || gossip_state(c, member).await == "alive").await;
+    }
     for c in &cs {
         wait_until("mail drains after the partition heals", Duration::from_secs(60), async || mail_pending(c).await == 0).await;
     }
