@@ -8,7 +8,7 @@
 //! shards (DESIGN.md §2) until it is removed.
 
 use crate::clock::{Clock, SystemClock};
-use crate::gossip::{Envelope, Millis, Output, Peer, State as Health, Swim, SwimConfig, Update};
+use crate::gossip::{Envelope, Message, Millis, Output, Peer, Rumor, Setting, State as Health, Swim, SwimConfig, Update};
 use crate::placement::PlacementTable;
 use crate::rpc::client::PeerClient;
 use crate::rpc::{Hello, HelloReply, PATH_GOSSIP, PATH_HELLO};
@@ -76,6 +76,8 @@ pub struct Membership {
     state: RwLock<State>,
     storage: Arc<dyn Storage>,
     inbox: tokio::sync::mpsc::Sender<Envelope>,
+    /// Cluster settings as gossip last heard them, by name.
+    settings: tokio::sync::watch::Sender<BTreeMap<String, Setting>>,
     /// The worker's end of `inbox`, taken once by [`Membership::gossip`].
     inbox_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Envelope>>>,
 }
@@ -115,6 +117,7 @@ impl Membership {
             }),
             storage,
             inbox,
+            settings: tokio::sync::watch::Sender::new(BTreeMap::new()),
             inbox_rx: std::sync::Mutex::new(Some(rx)),
         };
         m.rebuild(&mut m.state.write().expect("membership lock"));
@@ -230,13 +233,29 @@ impl Membership {
             }
         };
         let claim = Update { id: id.to_string(), addr, incarnation, state: Health::Removed };
-        // Handed to the worker as gossip from this node, so it spreads like any rumor.
-        let me = Update { id: self.me.id.clone(), addr: self.me.addr.clone(), incarnation: 0, state: Health::Alive };
-        let envelope = Envelope { from: me, msg: crate::gossip::Message::Gossip { rumors: vec![claim] } };
-        if !self.deliver(envelope) {
+        if !self.hand_to_worker(Rumor::Member(claim)) {
             return Err(MembershipError::Busy);
         }
         Ok(())
+    }
+
+    /// Gives a rumor this node starts to the gossip worker, as if heard from
+    /// itself, so it spreads like any other; false when the inbox is full.
+    fn hand_to_worker(&self, rumor: Rumor) -> bool {
+        // The sender's own claim is skipped for this node, so its fields do not matter.
+        let me = Update { id: self.me.id.clone(), addr: self.me.addr.clone(), incarnation: 0, state: Health::Alive };
+        self.deliver(Envelope { from: me, msg: Message::Gossip { rumors: vec![rumor] } })
+    }
+
+    /// Spreads a cluster setting (newest stamp wins); false when the gossip
+    /// worker's inbox is full.
+    pub fn publish_setting(&self, setting: Setting) -> bool {
+        self.hand_to_worker(Rumor::Setting(setting))
+    }
+
+    /// Cluster settings as gossip last heard them; changes wake the receiver.
+    pub fn subscribe_settings(&self) -> tokio::sync::watch::Receiver<BTreeMap<String, Setting>> {
+        self.settings.subscribe()
     }
 
     pub fn is_removed(&self, id: &str) -> bool {
@@ -366,6 +385,12 @@ impl Membership {
                         if let Err(e) = sent {
                             tracing::trace!(to = %addr, kind = envelope.msg.kind(), error = %e, "gossip message not delivered");
                         }
+                    });
+                }
+                Output::Setting(setting) => {
+                    tracing::info!(setting = %setting.name, stamp = setting.stamp, "cluster setting changed");
+                    self.settings.send_modify(|all| {
+                        all.insert(setting.name.clone(), setting);
                     });
                 }
                 Output::Changed(update) => {

@@ -4,7 +4,7 @@
 //! names its seed, and `hearsay sim --seed N` replays the standard scenario.
 
 use hearsay::gossip::sim::{NetConfig, Sim};
-use hearsay::gossip::{State, SwimConfig};
+use hearsay::gossip::{Setting, State, SwimConfig};
 
 const SEEDS: [u64; 3] = [1, 2, 3];
 
@@ -85,6 +85,18 @@ fn both_sides_of_a_healed_partition_find_each_other_alive_again() {
         // and the first contact refutes.
         let healed = sim.run_until(sim.now + 90_000, 100, Sim::converged);
         assert!(healed.is_some(), "seed {seed}: the halves did not reconcile within 90 s of healing");
+    }
+}
+
+#[test]
+fn a_setting_changed_on_one_member_reaches_every_running_member() {
+    for seed in SEEDS {
+        let mut sim = booted(256, 0.05, seed);
+        sim.crash(9);
+        let start = sim.now;
+        sim.publish(17, Setting { name: "anti-entropy/schedule".into(), stamp: 2, value: vec![1] });
+        let spread = sim.run_until(start + 60_000, 50, |s| s.all_have_setting("anti-entropy/schedule", 2)).map(|t| t - start);
+        assert!(spread.is_some_and(|t| t <= 5_000), "seed {seed}: the setting reached everyone after {spread:?} ms");
     }
 }
 

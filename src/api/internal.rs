@@ -10,8 +10,8 @@ use crate::repair::exchange::answer_leaf_diff;
 use crate::rpc::codec::{self, CONTENT_TYPE};
 use crate::rpc::mac::HEADER;
 use crate::rpc::{
-    ApplyBatch, ApplyReply, Fetch, FetchReply, Hello, LeafDiff, ListReply, ListRequest, ReadReply, ReadRequest, ScheduleUpdate,
-    SyncRequest, TreeReply, TreeRequest, WireRecord,
+    ApplyBatch, ApplyReply, Fetch, FetchReply, Hello, LeafDiff, ListReply, ListRequest, ReadReply, ReadRequest, SyncRequest, TreeReply,
+    TreeRequest, WireRecord,
 };
 use crate::types::Key;
 use axum::body::Body;
@@ -83,8 +83,6 @@ pub async fn hello(State(st): State<AppState>, uri: Uri, headers: HeaderMap, bod
         .learn(&hello.node, &hello.addr, hello.shards)
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "join_refused", e.to_string()))?;
     st.repl.ensure_carrier(&hello.node);
-    // A node saying hello may have been down when settings last changed.
-    st.ae.announce_schedule();
     Ok(reply(&membership.hello_reply()))
 }
 
@@ -187,13 +185,6 @@ pub async fn sync(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body
     };
     let report = ex.run(req.mode).await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "exchange_failed", e.to_string()))?;
     Ok(reply(&report))
-}
-
-pub async fn settings(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let u: ScheduleUpdate = accept(&st, &uri, &headers, body).await?;
-    let schedule = crate::repair::Schedule { enabled: u.enabled, interval_secs: u.interval_secs, stamp: u.stamp };
-    st.ae.adopt_schedule(schedule).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
-    Ok(reply(&()))
 }
 
 pub async fn verified(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {

@@ -77,7 +77,6 @@ pub fn router(state: AppState) -> Router {
         .route(crate::rpc::PATH_LEAVES, post(internal::leaves))
         .route(crate::rpc::PATH_FETCH, post(internal::fetch))
         .route(crate::rpc::PATH_SYNC, post(internal::sync))
-        .route(crate::rpc::PATH_SETTINGS, post(internal::settings))
         .route(crate::rpc::PATH_VERIFIED, post(internal::verified))
         .route(crate::rpc::PATH_APPLY, post(internal::apply))
         .route(crate::rpc::PATH_READ, post(internal::read))

@@ -1,7 +1,8 @@
-//! What members tell each other: member updates and the messages that carry
-//! them. An update is one member's (incarnation, state, address); updates of
-//! one member are totally ordered ([`Update::supersedes`]), so keeping the
-//! greatest one seen is a join: every member that has seen the same updates
+//! What members tell each other: member updates, cluster settings, and the
+//! messages that carry them. An update is one member's (incarnation, state,
+//! address); a setting is a named value with a stamp. Both are totally
+//! ordered ([`Update::supersedes`], [`Setting::supersedes`]), so keeping the
+//! greatest one seen is a join: every member that has seen the same rumors
 //! holds the same view, whatever order they came in. Encoded with the one
 //! peer codec ([`crate::rpc::codec`]).
 
@@ -61,6 +62,38 @@ impl Update {
     }
 }
 
+/// A cluster-wide setting (e.g. the anti-entropy schedule): the highest
+/// stamp wins, then the greater value, so a tie still picks one everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Setting {
+    pub name: String,
+    pub stamp: u64,
+    pub value: Vec<u8>,
+}
+
+impl Setting {
+    pub fn supersedes(&self, known: &Setting) -> bool {
+        (self.stamp, &self.value) > (known.stamp, &known.value)
+    }
+}
+
+/// What a rumor tells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rumor {
+    Member(Update),
+    Setting(Setting),
+}
+
+impl Rumor {
+    /// What the rumor is about: a newer rumor about the same thing replaces it.
+    pub fn subject(&self) -> (u8, &str) {
+        match self {
+            Rumor::Member(u) => (0, &u.id),
+            Rumor::Setting(s) => (1, &s.name),
+        }
+    }
+}
+
 /// A gossip message; every kind but `Sync` piggybacks rumors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
@@ -69,11 +102,11 @@ pub enum Message {
     Ping {
         seq: u64,
         target: String,
-        rumors: Vec<Update>,
+        rumors: Vec<Rumor>,
     },
     Ack {
         seq: u64,
-        rumors: Vec<Update>,
+        rumors: Vec<Rumor>,
     },
     /// Asks the receiver to probe `target` and forward the ack: the indirect
     /// probe that tells a dead member from a lossy link.
@@ -81,16 +114,17 @@ pub enum Message {
         seq: u64,
         target: String,
         target_addr: String,
-        rumors: Vec<Update>,
+        rumors: Vec<Rumor>,
     },
     /// Rumors pushed to a few random members every gossip interval.
     Gossip {
-        rumors: Vec<Update>,
+        rumors: Vec<Rumor>,
     },
-    /// The whole view, on joining and every sync interval; `reply` asks for
-    /// the receiver's view back (push-pull).
+    /// The whole view and every setting, on joining and every sync
+    /// interval; `reply` asks for the receiver's back (push-pull).
     Sync {
         members: Vec<Update>,
+        settings: Vec<Setting>,
         reply: bool,
     },
 }
@@ -139,10 +173,13 @@ mod tests {
     fn an_envelope_has_fixed_bytes() {
         let env = Envelope {
             from: update(3, State::Alive, "h:1"),
-            msg: Message::Ping { seq: 7, target: "n2".into(), rumors: vec![update(3, State::Suspect, "h:2")] },
+            msg: Message::Ping { seq: 7, target: "n2".into(), rumors: vec![Rumor::Member(update(3, State::Suspect, "h:2"))] },
         };
         let bytes = codec::encode(&env);
-        assert_eq!(bytes, [1, 2, b'n', b'1', 3, b'h', b':', b'1', 3, 0, 0, 7, 2, b'n', b'2', 1, 2, b'n', b'1', 3, b'h', b':', b'2', 3, 1]);
+        assert_eq!(
+            bytes,
+            [1, 2, b'n', b'1', 3, b'h', b':', b'1', 3, 0, 0, 7, 2, b'n', b'2', 1, 0, 2, b'n', b'1', 3, b'h', b':', b'2', 3, 1]
+        );
         assert_eq!(codec::decode::<Envelope>(&bytes).unwrap(), env);
     }
 

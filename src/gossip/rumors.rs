@@ -1,20 +1,20 @@
 //! Rumors waiting to be retold (the SIR model's "infective" updates): each is
 //! sent a bounded number of times, least-told first, and then retired
-//! ("removed"). At most one rumor per member is kept: a newer update about a
-//! member replaces the older one, which no longer needs telling.
+//! ("removed"). At most one rumor per subject (a member, a setting) is kept:
+//! a newer one replaces the older, which no longer needs telling.
 
-use super::message::Update;
+use super::message::Rumor;
 
 #[derive(Debug, Default)]
 pub struct Rumors {
-    /// (update, times told), in the order the rumors came in.
-    items: Vec<(Update, u32)>,
+    /// (rumor, times told), in the order the rumors came in.
+    items: Vec<(Rumor, u32)>,
 }
 
 impl Rumors {
-    pub fn push(&mut self, update: Update) {
-        self.items.retain(|(u, _)| u.id != update.id);
-        self.items.push((update, 0));
+    pub fn push(&mut self, rumor: Rumor) {
+        self.items.retain(|(r, _)| r.subject() != rumor.subject());
+        self.items.push((rumor, 0));
     }
 
     pub fn len(&self) -> usize {
@@ -27,7 +27,7 @@ impl Rumors {
 
     /// Up to `max` rumors to piggyback on one message, least-told first; each
     /// counts as told once more, and one told `limit` times is retired.
-    pub fn take(&mut self, max: usize, limit: u32) -> Vec<Update> {
+    pub fn take(&mut self, max: usize, limit: u32) -> Vec<Rumor> {
         if self.items.is_empty() || max == 0 {
             return Vec::new();
         }
@@ -57,10 +57,14 @@ pub fn retransmit_limit(mult: u32, members: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gossip::message::State;
+    use crate::gossip::message::{State, Update};
 
-    fn update(id: &str, inc: u64) -> Update {
-        Update { id: id.into(), addr: format!("{id}:1"), incarnation: inc, state: State::Alive }
+    fn update(id: &str, inc: u64) -> Rumor {
+        Rumor::Member(Update { id: id.into(), addr: format!("{id}:1"), incarnation: inc, state: State::Alive })
+    }
+
+    fn id(r: Rumor) -> String {
+        r.subject().1.to_string()
     }
 
     #[test]
@@ -69,9 +73,9 @@ mod tests {
         r.push(update("a", 1));
         r.push(update("b", 1));
         r.push(update("c", 1));
-        let first: Vec<String> = r.take(2, 2).into_iter().map(|u| u.id).collect();
+        let first: Vec<String> = r.take(2, 2).into_iter().map(id).collect();
         assert_eq!(first, ["a", "b"]);
-        let second: Vec<String> = r.take(2, 2).into_iter().map(|u| u.id).collect();
+        let second: Vec<String> = r.take(2, 2).into_iter().map(id).collect();
         assert_eq!(second, ["c", "a"]);
         // a: told twice, retired; b and c once each.
         assert_eq!(r.len(), 2);
@@ -87,7 +91,7 @@ mod tests {
         r.push(update("a", 2));
         assert_eq!(r.len(), 1);
         let told = r.take(1, 10);
-        assert_eq!(told[0].incarnation, 2);
+        assert_eq!(told, [update("a", 2)]);
     }
 
     #[test]

@@ -120,6 +120,18 @@ impl Sim {
         self.side.iter_mut().for_each(|s| *s = 0);
     }
 
+    /// Member `i` starts a setting, as an operator's change on that node.
+    pub fn publish(&mut self, i: usize, setting: super::message::Setting) {
+        let mut out = Vec::new();
+        self.nodes[i].apply_setting(setting, &mut out);
+        self.perform(i, out);
+    }
+
+    /// Whether every running member holds setting `name` at `stamp`.
+    pub fn all_have_setting(&self, name: &str, stamp: u64) -> bool {
+        (0..self.nodes.len()).filter(|&i| self.running[i]).all(|i| self.nodes[i].setting(name).is_some_and(|s| s.stamp == stamp))
+    }
+
     pub fn view_of(&self, i: usize, member: usize) -> Option<State> {
         self.nodes[i].get(&member_id(member)).map(|u| u.state)
     }
@@ -212,6 +224,7 @@ impl Sim {
                     self.next_msg += 1;
                     self.in_flight.insert((self.now + delay, self.next_msg), (to, envelope));
                 }
+                Output::Setting(_) => {}
                 Output::Changed(update) => {
                     let running = self.by_addr.get(&update.addr).is_some_and(|&m| self.running[m]);
                     match update.state {

@@ -1,12 +1,12 @@
 //! The membership state machine (DESIGN.md §6), sans I/O: SWIM failure
 //! detection (probe, indirect probe through `k` others, suspect, dead; a
-//! suspect refutes by raising its incarnation) with membership changes spread
-//! as rumors piggybacked on probes and pushed to `fanout` random members, plus
-//! a full push-pull sync of the view with one random member every
-//! `sync_interval`. The caller owns time, sockets and randomness: it feeds
+//! suspect refutes by raising its incarnation) with membership changes and
+//! cluster settings spread as rumors piggybacked on probes and pushed to
+//! `fanout` random members, plus a full push-pull sync of the view and the
+//! settings with one random member every `sync_interval`. The caller owns time, sockets and randomness: it feeds
 //! `tick` and `handle` with `now` and an RNG and sends the `Output`s.
 
-use super::message::{Envelope, Message, State, Update};
+use super::message::{Envelope, Message, Rumor, Setting, State, Update};
 use super::rumors::{retransmit_limit, Rumors};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -67,6 +67,8 @@ pub enum Output {
     Send { to: Peer, envelope: Envelope },
     /// This node's view of a member changed (or the member is new).
     Changed(Update),
+    /// A setting changed (or was heard of for the first time).
+    Setting(Setting),
 }
 
 #[derive(Debug)]
@@ -112,6 +114,7 @@ pub struct Swim {
     /// Suspects and when this node began suspecting them: each member's
     /// suspicion clock starts when it adopts the suspicion.
     suspects: HashMap<String, Millis>,
+    settings: BTreeMap<String, Setting>,
 }
 
 impl Swim {
@@ -121,7 +124,7 @@ impl Swim {
     pub fn new(cfg: SwimConfig, id: &str, addr: &str, incarnation: u64, now: Millis) -> Swim {
         let me = Update { id: id.to_string(), addr: addr.to_string(), incarnation, state: State::Alive };
         let mut rumors = Rumors::default();
-        rumors.push(me.clone());
+        rumors.push(Rumor::Member(me.clone()));
         Swim {
             next_probe: now + cfg.probe_interval,
             next_gossip: now + cfg.gossip_interval,
@@ -139,6 +142,7 @@ impl Swim {
             joined: false,
             counts: [0; 5],
             suspects: HashMap::new(),
+            settings: BTreeMap::new(),
         }
     }
 
@@ -197,13 +201,29 @@ impl Swim {
         out.push(Output::Send { to, envelope: self.envelope(msg) });
     }
 
-    fn piggyback(&mut self) -> Vec<Update> {
+    fn piggyback(&mut self) -> Vec<Rumor> {
         let limit = self.rumor_limit();
         self.rumors.take(self.cfg.max_rumors, limit)
     }
 
-    fn full_view(&self) -> Vec<Update> {
-        self.view().cloned().collect()
+    /// The whole state, for a sync: every member and every setting.
+    fn sync_message(&self, reply: bool) -> Message {
+        Message::Sync { members: self.view().cloned().collect(), settings: self.settings.values().cloned().collect(), reply }
+    }
+
+    pub fn setting(&self, name: &str) -> Option<&Setting> {
+        self.settings.get(name)
+    }
+
+    /// Merges a setting; a newer one is kept, told as a rumor and reported.
+    pub fn apply_setting(&mut self, setting: Setting, out: &mut Vec<Output>) -> bool {
+        if self.settings.get(&setting.name).is_some_and(|known| !setting.supersedes(known)) {
+            return false;
+        }
+        self.settings.insert(setting.name.clone(), setting.clone());
+        self.rumors.push(Rumor::Setting(setting.clone()));
+        out.push(Output::Setting(setting));
+        true
     }
 
     /// Asks each seed (an address) for its view and sends ours: the join.
@@ -215,7 +235,7 @@ impl Swim {
 
     fn ask_seeds(&self, out: &mut Vec<Output>) {
         for seed in &self.seeds {
-            let msg = Message::Sync { members: self.full_view(), reply: true };
+            let msg = self.sync_message(true);
             self.send(Peer { id: String::new(), addr: seed.clone() }, msg, out);
         }
     }
@@ -228,7 +248,7 @@ impl Swim {
     /// Announces that this member leaves on purpose, to `fanout` members now.
     pub fn leave(&mut self, rng: &mut impl Rng, out: &mut Vec<Output>) {
         self.me.state = State::Left;
-        self.rumors.push(self.me.clone());
+        self.rumors.push(Rumor::Member(self.me.clone()));
         out.push(Output::Changed(self.me.clone()));
         self.gossip(rng, out);
     }
@@ -241,7 +261,7 @@ impl Swim {
             if update.supersedes(&self.me) && self.me.state != State::Left {
                 // Claims of removal included: a member that runs is a member.
                 self.me.incarnation = update.incarnation + 1;
-                self.rumors.push(self.me.clone());
+                self.rumors.push(Rumor::Member(self.me.clone()));
                 out.push(Output::Changed(self.me.clone()));
                 return true;
             }
@@ -270,14 +290,21 @@ impl Swim {
         } else {
             self.suspects.remove(&update.id);
         }
-        self.rumors.push(update.clone());
+        self.rumors.push(Rumor::Member(update.clone()));
         out.push(Output::Changed(update));
         true
     }
 
-    fn apply_all(&mut self, now: Millis, updates: Vec<Update>, rng: &mut impl Rng, out: &mut Vec<Output>) {
-        for u in updates.into_iter().take(MAX_UPDATES_PER_MESSAGE) {
-            self.apply(now, u, rng, out);
+    fn apply_rumors(&mut self, now: Millis, rumors: Vec<Rumor>, rng: &mut impl Rng, out: &mut Vec<Output>) {
+        for rumor in rumors.into_iter().take(MAX_UPDATES_PER_MESSAGE) {
+            match rumor {
+                Rumor::Member(u) => {
+                    self.apply(now, u, rng, out);
+                }
+                Rumor::Setting(s) => {
+                    self.apply_setting(s, out);
+                }
+            }
         }
     }
 
@@ -413,7 +440,7 @@ impl Swim {
     /// lets them find out otherwise and refute.
     fn sync(&mut self, rng: &mut impl Rng, out: &mut Vec<Output>) {
         if let Some(to) = self.random_members(1, |u| matches!(u.state, State::Alive | State::Suspect | State::Dead), rng).pop() {
-            let msg = Message::Sync { members: self.full_view(), reply: true };
+            let msg = self.sync_message(true);
             self.send(to, msg, out);
         }
     }
@@ -427,14 +454,14 @@ impl Swim {
         }
         match msg {
             Message::Ping { seq, target, rumors } => {
-                self.apply_all(now, rumors, rng, out);
+                self.apply_rumors(now, rumors, rng, out);
                 if target == self.me.id {
                     let rumors = self.piggyback();
                     self.send(sender, Message::Ack { seq, rumors }, out);
                 }
             }
             Message::Ack { seq, rumors } => {
-                self.apply_all(now, rumors, rng, out);
+                self.apply_rumors(now, rumors, rng, out);
                 if self.probe.as_ref().is_some_and(|p| p.seq == seq) {
                     self.probe = None;
                 } else if let Some(relay) = self.relays.remove(&seq) {
@@ -443,7 +470,7 @@ impl Swim {
                 }
             }
             Message::PingReq { seq, target, target_addr, rumors } => {
-                self.apply_all(now, rumors, rng, out);
+                self.apply_rumors(now, rumors, rng, out);
                 if target == self.me.id {
                     let rumors = self.piggyback();
                     self.send(sender, Message::Ack { seq, rumors }, out);
@@ -454,12 +481,17 @@ impl Swim {
                     self.send(Peer { id: target.clone(), addr: target_addr }, Message::Ping { seq: own, target, rumors }, out);
                 }
             }
-            Message::Gossip { rumors } => self.apply_all(now, rumors, rng, out),
-            Message::Sync { members, reply } => {
-                self.apply_all(now, members, rng, out);
+            Message::Gossip { rumors } => self.apply_rumors(now, rumors, rng, out),
+            Message::Sync { members, settings, reply } => {
+                for u in members.into_iter().take(MAX_UPDATES_PER_MESSAGE) {
+                    self.apply(now, u, rng, out);
+                }
+                for setting in settings.into_iter().take(MAX_UPDATES_PER_MESSAGE) {
+                    self.apply_setting(setting, out);
+                }
                 self.joined = true;
                 if reply {
-                    let msg = Message::Sync { members: self.full_view(), reply: false };
+                    let msg = self.sync_message(false);
                     self.send(sender, msg, out);
                 }
             }

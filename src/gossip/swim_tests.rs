@@ -18,7 +18,7 @@ fn sends(out: &[Output]) -> Vec<(String, Message)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Send { to, envelope } => Some((to.addr.clone(), envelope.msg.clone())),
-            Output::Changed(_) => None,
+            Output::Changed(_) | Output::Setting(_) => None,
         })
         .collect()
 }
@@ -68,7 +68,7 @@ fn a_member_that_hears_it_is_suspected_raises_its_incarnation_and_says_so() {
     let (mut out, mut r) = (Vec::new(), rng());
     me.apply(0, update("b", 1, State::Alive), &mut r, &mut out);
     let from = update("b", 1, State::Alive);
-    let msg = Message::Gossip { rumors: vec![update("a", 1, State::Suspect)] };
+    let msg = Message::Gossip { rumors: vec![Rumor::Member(update("a", 1, State::Suspect))] };
     me.handle(10, Envelope { from, msg }, &mut r, &mut out);
     assert_eq!(me.me().incarnation, 2);
     assert_eq!(me.me().state, State::Alive);
@@ -77,7 +77,7 @@ fn a_member_that_hears_it_is_suspected_raises_its_incarnation_and_says_so() {
     me.tick(1_000, &mut r, &mut out);
     let ping = sends(&out).into_iter().find(|(_, m)| matches!(m, Message::Ping { .. })).expect("a probe");
     let Message::Ping { rumors, .. } = ping.1 else { unreachable!() };
-    assert!(rumors.contains(&update("a", 2, State::Alive)), "{rumors:?}");
+    assert!(rumors.contains(&Rumor::Member(update("a", 2, State::Alive))), "{rumors:?}");
 }
 
 #[test]
@@ -161,10 +161,32 @@ fn a_join_is_retried_until_a_member_answers_with_its_view() {
     out.clear();
     me.tick(1_000, &mut r, &mut out);
     assert!(sends(&out).iter().any(|(to, m)| to == "s:1" && matches!(m, Message::Sync { reply: true, .. })));
-    let reply = Message::Sync { members: vec![update("s", 1, State::Alive)], reply: false };
+    let reply = Message::Sync { members: vec![update("s", 1, State::Alive)], settings: vec![], reply: false };
     me.handle(1_100, Envelope { from: update("s", 1, State::Alive), msg: reply }, &mut r, &mut out);
     assert!(me.joined());
     out.clear();
     me.tick(2_000, &mut r, &mut out);
     assert!(!sends(&out).iter().any(|(_, m)| matches!(m, Message::Sync { .. })));
+}
+
+#[test]
+fn a_setting_keeps_the_newest_stamp_and_travels_in_a_sync() {
+    let (mut a, mut b) = (node("a"), node("b"));
+    let (mut out, mut r) = (Vec::new(), rng());
+    let setting = |stamp: u64, v: &[u8]| Setting { name: "s".into(), stamp, value: v.to_vec() };
+    assert!(a.apply_setting(setting(5, b"x"), &mut out));
+    assert!(!a.apply_setting(setting(4, b"z"), &mut out), "an older stamp is ignored");
+    assert!(a.apply_setting(setting(5, b"y"), &mut out), "a tie goes to the greater value");
+    assert_eq!(out.iter().filter(|o| matches!(o, Output::Setting(_))).count(), 2);
+    // b joins through a: a's reply to the sync carries the setting.
+    out.clear();
+    b.join(&["a:1".to_string()], &mut out);
+    let (_, sync) = sends(&out).remove(0);
+    out.clear();
+    a.handle(1, Envelope { from: b.me().clone(), msg: sync }, &mut r, &mut out);
+    let (_, reply) = sends(&out).into_iter().find(|(to, _)| to == "b:1").expect("a sync reply");
+    out.clear();
+    b.handle(2, Envelope { from: a.me().clone(), msg: reply }, &mut r, &mut out);
+    assert_eq!(b.setting("s"), Some(&setting(5, b"y")));
+    assert!(out.contains(&Output::Setting(setting(5, b"y"))));
 }

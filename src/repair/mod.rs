@@ -12,8 +12,12 @@ pub mod purge;
 pub mod ring;
 
 use crate::clock::{Clock, SystemClock};
+use crate::gossip::Setting;
 use crate::replication::Replication;
-use crate::rpc::{ScheduleUpdate, PATH_SETTINGS};
+use crate::rpc::{codec, ScheduleUpdate};
+
+/// The gossip setting that carries the anti-entropy schedule.
+pub const SCHEDULE_SETTING: &str = "anti-entropy/schedule";
 use crate::storage::StorageError;
 use crate::types::ShardId;
 use rand::Rng;
@@ -27,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 const HISTORY_TREE: &str = "ae/history";
 const HISTORY_MAX: usize = 50;
 const META_SCHEDULE: &str = "ae_schedule";
-const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
 /// How often a node that quarantined records at open checks whether the
 /// cluster is known, to start the run that restores them.
 const QUARANTINE_READY_CHECK: Duration = Duration::from_millis(200);
@@ -283,7 +286,7 @@ impl AntiEntropy {
         Ok(true)
     }
 
-    /// Sets the schedule here and pushes it to every known member.
+    /// Sets the schedule here and spreads it by gossip.
     pub async fn set_schedule(&self, enabled: bool, interval_secs: u64) -> Result<Schedule, RepairError> {
         if !(10..=604_800).contains(&interval_secs) {
             return Err(RepairError::BadInterval(interval_secs));
@@ -294,35 +297,44 @@ impl AntiEntropy {
         })?;
         let schedule = Schedule { enabled, interval_secs, stamp: stamp.hlc };
         self.adopt_schedule(schedule)?;
-        self.announce_schedule();
+        self.publish_schedule();
         Ok(schedule)
     }
 
-    /// Sends the current schedule (if one was ever set) to every member;
-    /// they keep it only if it is newer than theirs.
-    pub fn announce_schedule(&self) {
+    /// Gives the current schedule (if one was ever set) to gossip, which
+    /// spreads it as a rumor and in every sync; members keep the newest.
+    fn publish_schedule(&self) {
         let s = self.schedule();
         if s.stamp == 0 {
             return;
         }
-        let update = ScheduleUpdate { enabled: s.enabled, interval_secs: s.interval_secs, stamp: s.stamp };
-        for m in self.repl.membership.members().into_iter().filter(|m| m.id != self.repl.me().name()) {
-            let peers = self.repl.peers.clone();
-            let update = update.clone();
-            self.repl.spawn(async move {
-                if let Err(e) = peers.call::<_, ()>((&m.id, &m.addr), PATH_SETTINGS, &update, Duration::from_secs(5)).await {
-                    tracing::debug!(peer = %m.id, error = %e, "announcing the anti-entropy schedule failed");
+        let value = codec::encode(&ScheduleUpdate { enabled: s.enabled, interval_secs: s.interval_secs, stamp: s.stamp });
+        if !self.repl.membership.publish_setting(Setting { name: SCHEDULE_SETTING.into(), stamp: s.stamp, value }) {
+            tracing::warn!("gossip inbox full: the new anti-entropy schedule spreads with the next sync");
+        }
+    }
+
+    /// Adopts a schedule gossip brought, if it is newer than this node's.
+    fn take_gossiped_schedule(&self, settings: &std::collections::BTreeMap<String, Setting>) {
+        let Some(setting) = settings.get(SCHEDULE_SETTING) else { return };
+        match codec::decode::<ScheduleUpdate>(&setting.value) {
+            Ok(u) => {
+                let schedule = Schedule { enabled: u.enabled, interval_secs: u.interval_secs, stamp: u.stamp };
+                if let Err(e) = self.adopt_schedule(schedule) {
+                    tracing::warn!(error = %e, "storing the anti-entropy schedule gossip brought failed");
                 }
-            });
+            }
+            Err(e) => tracing::warn!(error = %e, "an anti-entropy schedule from gossip does not decode; ignored"),
         }
     }
 
     /// Worker: starts a ring run every `interval_secs` (±10% jitter) while
-    /// enabled, and re-announces the schedule every 30 s so a member that was
-    /// down when it changed still converges to it (newest stamp wins).
+    /// enabled, and adopts the schedule gossip brings (newest stamp wins;
+    /// gossip's sync reaches a member that was down when it changed).
     pub async fn scheduler(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
+        let mut settings = self.repl.membership.subscribe_settings();
+        self.publish_schedule();
         let mut next_run = self.next_run();
         // Records quarantined at open are missing here until a run restores
         // them, so such shards get a run as soon as the cluster is known.
@@ -342,8 +354,9 @@ impl AntiEntropy {
                     self.purge_due().await;
                     continue;
                 }
-                _ = announce.tick() => {
-                    self.announce_schedule();
+                Ok(()) = settings.changed() => {
+                    let all = settings.borrow_and_update().clone();
+                    self.take_gossiped_schedule(&all);
                     continue;
                 }
                 _ = tokio::time::sleep_until(next_run) => {

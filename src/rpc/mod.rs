@@ -196,7 +196,7 @@ pub struct SyncReport {
     pub peer_replicates: bool,
 }
 
-/// `POST /internal/settings`: a cluster-wide setting, newest stamp wins.
+/// The anti-entropy schedule as a gossip setting's value (`repair::SCHEDULE_SETTING`); newest stamp wins.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleUpdate {
     pub enabled: bool,
@@ -243,7 +243,6 @@ pub const PATH_TREE: &str = "/internal/tree";
 pub const PATH_LEAVES: &str = "/internal/leaves";
 pub const PATH_FETCH: &str = "/internal/fetch";
 pub const PATH_SYNC: &str = "/internal/sync";
-pub const PATH_SETTINGS: &str = "/internal/settings";
 pub const PATH_APPLY: &str = "/internal/apply";
 pub const PATH_READ: &str = "/internal/read";
 pub const PATH_HELLO: &str = "/internal/hello";
