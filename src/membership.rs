@@ -258,6 +258,11 @@ impl Membership {
         self.settings.subscribe()
     }
 
+    /// Whether gossip holds `id` dead or left: not worth waiting for.
+    pub fn is_down(&self, id: &str) -> bool {
+        matches!(self.state.read().expect("membership lock").health.get(id), Some((Health::Dead | Health::Left, _)))
+    }
+
     pub fn is_removed(&self, id: &str) -> bool {
         self.state.read().expect("membership lock").removed.contains_key(id)
     }

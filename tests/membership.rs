@@ -49,6 +49,10 @@ async fn a_node_cut_off_is_declared_dead_and_alive_again_once_the_network_heals(
     }
     let gossip_sent = metrics.lines().find_map(|l| l.strip_prefix("hearsay_gossip_requests_total ")).and_then(|v| v.parse::<u64>().ok());
     assert!(gossip_sent.is_some_and(|n| n > 0), "gossip traffic is counted: {gossip_sent:?}");
+    // A ring run does not wait for a replica gossip holds dead.
+    let run = common::repair(&c1, serde_json::json!({})).await;
+    let skipped = run["replicas_skipped"].as_array().unwrap();
+    assert!(!skipped.is_empty() && skipped.iter().all(|s| s["node"] == "n3" && s["reason"] == "down, as gossip holds it"), "{run}");
     // Dead members keep their shards: n3 is still a replica in n1's table.
     let shards = c1.get_path("/admin/shards").await.unwrap().json();
     assert!(shards["shards"].as_array().unwrap().iter().any(|s| s["replicas"].as_array().unwrap().iter().any(|r| r == "n3")));

@@ -74,6 +74,11 @@ impl Runner {
             let storage = self.repl.kv.storage();
             return Some((crate::merkle::wire_digest(&storage.trees().shard(shard.0).root()), storage.counts(shard).records));
         }
+        // A replica gossip holds down is not asked: on a partition each ask
+        // would wait out its timeout, shard after shard.
+        if self.repl.membership.is_down(node.name()) {
+            return None;
+        }
         let addr = self.repl.membership.addr_of(node.name())?;
         let req = TreeRequest { shard: shard.0, shards: self.repl.membership.shards(), level: 0, indices: vec![0], children: false };
         let (reply, bytes): (TreeReply, u64) =
@@ -152,6 +157,7 @@ impl Runner {
         for (r, root) in replicas.iter().zip(&roots) {
             match root {
                 Some((_, records)) => live.push((r.clone(), *records)),
+                None if self.repl.membership.is_down(r.name()) => self.skip(shard, r, "down, as gossip holds it"),
                 None => self.skip(shard, r, "did not answer"),
             }
         }
