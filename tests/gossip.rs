@@ -31,8 +31,7 @@ fn a_crashed_member_is_declared_dead_everywhere_and_nobody_else_is() {
         let took = dead.map(|t| t - start);
         // One probe pass finds it (~1-2 s), suspicion lasts 4·log10(65) s ≈ 7 s, then the rumor spreads.
         assert!(took.is_some_and(|t| t <= 20_000), "seed {seed}: crashed members dead everywhere after {took:?} ms");
-        let end = sim.now + 30_000;
-        sim.run_until(end, end, |_| false);
+        sim.run_for(30_000);
         assert_eq!(sim.counters.false_suspicions, 0, "seed {seed}: a running member was suspected on a perfect network");
         assert_eq!(sim.counters.false_deaths, 0, "seed {seed}");
     }
@@ -46,8 +45,7 @@ fn under_ten_percent_loss_a_crash_is_found_and_false_alarms_are_refuted() {
         sim.crash(3);
         let dead = sim.run_until(start + 60_000, 100, |s| s.all_see(3, State::Dead));
         assert!(dead.is_some(), "seed {seed}: the crashed member was not dead everywhere within 60 s");
-        let end = sim.now + 60_000;
-        sim.run_until(end, end, |_| false);
+        sim.run_for(60_000);
         // Loss makes probes fail, so running members do get suspected; each
         // must refute, and whatever a missed refutation got wrong is put right.
         assert!(sim.counters.false_suspicions > 0, "seed {seed}: 10% loss raised no suspicion at all; is the network lossy?");
@@ -77,8 +75,7 @@ fn both_sides_of_a_healed_partition_find_each_other_alive_again() {
         let start = sim.now;
         let split = sim.run_until(start + 120_000, 100, |s| (0..s.len()).any(|m| !s.all_know(m)));
         assert!(split.is_some(), "seed {seed}: a 50/50 partition went unnoticed");
-        let end = sim.now + 30_000;
-        sim.run_until(end, end, |_| false);
+        sim.run_for(30_000);
         assert_eq!(sim.view_of(1, 0), Some(State::Dead), "seed {seed}: the other side should be dead by now");
         sim.heal();
         // Dead members are still synced with (one random member every 30 s),
@@ -105,8 +102,7 @@ fn a_seed_replays_the_same_run() {
     let run = |seed| {
         let mut sim = booted(40, 0.05, seed);
         sim.crash(5);
-        let end = sim.now + 20_000;
-        sim.run_until(end, end, |_| false);
+        sim.run_for(20_000);
         (sim.now, sim.counters.messages, sim.counters.lost, sim.counters.false_suspicions)
     };
     assert_eq!(run(9), run(9));

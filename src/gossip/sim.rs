@@ -158,6 +158,12 @@ impl Sim {
             .all(|i| self.nodes[i].count(State::Alive) + self.nodes[i].count(State::Suspect) == running)
     }
 
+    /// Runs `ms` of simulated time.
+    pub fn run_for(&mut self, ms: Millis) {
+        let end = self.now + ms;
+        self.run_until(end, end, |_| false);
+    }
+
     /// Runs until `cond` holds (checked every `check_every` ms) or `until`;
     /// returns the time it first held.
     pub fn run_until(&mut self, until: Millis, check_every: Millis, cond: impl Fn(&Sim) -> bool) -> Option<Millis> {
@@ -296,8 +302,7 @@ pub fn run(scenario: Scenario) -> Report {
     let first_suspicion_ms = if victims.is_empty() { None } else { sim.run_until(t1 + horizon, check, suspected).map(|t| t - t1) };
     let all_dead = |s: &Sim| victims.iter().all(|&v| s.all_see(v, State::Dead));
     let all_dead_ms = if victims.is_empty() { None } else { sim.run_until(t1 + horizon, check, all_dead).map(|t| t - t1) };
-    let end = sim.now + scenario.soak;
-    sim.run_until(end, end, |_| false);
+    sim.run_for(scenario.soak);
     Report { scenario, converged_ms, join_spread_ms, first_suspicion_ms, all_dead_ms, counters: sim.counters.clone(), elapsed_ms: sim.now }
 }
 
