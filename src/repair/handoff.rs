@@ -70,6 +70,10 @@ async fn hand_off(repl: &Replication, shard: ShardId) -> Result<u64, String> {
     let replicas = repl.membership.placement().replicas(shard).to_vec();
     let mut took = 0;
     for replica in &replicas {
+        // As in ring runs: a replica gossip holds down is not waited for.
+        if repl.membership.is_down(replica.name()) {
+            continue;
+        }
         let Some(addr) = repl.membership.addr_of(replica.name()) else { continue };
         let ex = Exchange {
             kv: &repl.kv,
