@@ -3,8 +3,9 @@
 //! suspect refutes by raising its incarnation) with membership changes and
 //! cluster settings spread as rumors piggybacked on probes and pushed to
 //! `fanout` random members, plus a full push-pull sync of the view and the
-//! settings with one random member every `sync_interval`. The caller owns time, sockets and randomness: it feeds
-//! `tick` and `handle` with `now` and an RNG and sends the `Output`s.
+//! settings with one random member every `sync_interval`. The caller owns
+//! time, sockets and randomness: it feeds `tick` and `handle` with `now` and
+//! an RNG and sends the `Output`s.
 
 use super::message::{Envelope, Message, Rumor, Setting, State, Update};
 use super::rumors::{retransmit_limit, Rumors};
@@ -72,11 +73,6 @@ pub enum Output {
 }
 
 #[derive(Debug)]
-struct Known {
-    update: Update,
-}
-
-#[derive(Debug)]
 struct Probe {
     target: String,
     seq: u64,
@@ -95,7 +91,8 @@ struct Relay {
 pub struct Swim {
     cfg: SwimConfig,
     me: Update,
-    members: BTreeMap<String, Known>,
+    /// Every other member's latest update, by id.
+    members: BTreeMap<String, Update>,
     rumors: Rumors,
     probe_order: Vec<String>,
     probe_pos: usize,
@@ -152,14 +149,14 @@ impl Swim {
 
     /// Every member this node knows of, itself included, by id.
     pub fn view(&self) -> impl Iterator<Item = &Update> {
-        std::iter::once(&self.me).chain(self.members.values().map(|k| &k.update))
+        std::iter::once(&self.me).chain(self.members.values())
     }
 
     pub fn get(&self, id: &str) -> Option<&Update> {
         if id == self.me.id {
             return Some(&self.me);
         }
-        self.members.get(id).map(|k| &k.update)
+        self.members.get(id)
     }
 
     /// Members this node holds in `state`, itself included.
@@ -271,13 +268,13 @@ impl Swim {
             return false;
         }
         match self.members.get_mut(&update.id) {
-            Some(known) if !update.supersedes(&known.update) => return false,
+            Some(known) if !update.supersedes(known) => return false,
             Some(known) => {
-                self.counts[known.update.state as usize] -= 1;
-                known.update = update.clone();
+                self.counts[known.state as usize] -= 1;
+                *known = update.clone();
             }
             None => {
-                self.members.insert(update.id.clone(), Known { update: update.clone() });
+                self.members.insert(update.id.clone(), update.clone());
                 // At a random spot still ahead in this pass: members learned in
                 // the same order everywhere must not be probed in lockstep.
                 let at = rng.gen_range(self.probe_pos.min(self.probe_order.len())..=self.probe_order.len());
@@ -321,9 +318,9 @@ impl Swim {
                 break;
             }
             let id = &self.probe_order[rng.gen_range(0..self.probe_order.len())];
-            if let Some(known) = self.members.get(id).filter(|m| ok(&m.update)) {
+            if let Some(known) = self.members.get(id).filter(|m| ok(m)) {
                 if !picked.iter().any(|p| p.id == *id) {
-                    picked.push(Peer::of(&known.update));
+                    picked.push(Peer::of(known));
                 }
             }
         }
@@ -353,7 +350,7 @@ impl Swim {
             .iter()
             .filter(|(_, since)| now >= **since + timeout)
             .filter_map(|(id, _)| self.members.get(id))
-            .map(|k| Update { state: State::Dead, ..k.update.clone() })
+            .map(|k| Update { state: State::Dead, ..k.clone() })
             .collect();
         for dead in expired {
             self.apply(now, dead, rng, out);
@@ -375,14 +372,14 @@ impl Swim {
         }
         if let Some(failed) = self.probe.take() {
             // Neither the member nor anyone asking for us heard it this round.
-            if let Some(k) = self.members.get(&failed.target).filter(|k| k.update.state == State::Alive) {
-                let suspect = Update { state: State::Suspect, ..k.update.clone() };
+            if let Some(k) = self.members.get(&failed.target).filter(|k| k.state == State::Alive) {
+                let suspect = Update { state: State::Suspect, ..k.clone() };
                 self.apply(now, suspect, rng, out);
             }
         }
         let Some(target) = self.next_probe_target(rng) else { return };
         let seq = self.take_seq();
-        let to = Peer::of(&self.members[&target].update);
+        let to = Peer::of(&self.members[&target]);
         let rumors = self.piggyback();
         self.send(to, Message::Ping { seq, target: target.clone(), rumors }, out);
         self.probe = Some(Probe { target, seq, started: now, indirect_sent: false });
@@ -395,7 +392,7 @@ impl Swim {
             while self.probe_pos < self.probe_order.len() {
                 let id = &self.probe_order[self.probe_pos];
                 self.probe_pos += 1;
-                if self.members.get(id).is_some_and(|k| k.update.state.reachable()) {
+                if self.members.get(id).is_some_and(|k| k.state.reachable()) {
                     return Some(id.clone());
                 }
             }
@@ -412,7 +409,7 @@ impl Swim {
     }
 
     fn probe_indirectly(&mut self, target: &str, seq: u64, rng: &mut impl Rng, out: &mut Vec<Output>) {
-        let Some(target_addr) = self.members.get(target).map(|k| k.update.addr.clone()) else { return };
+        let Some(target_addr) = self.members.get(target).map(|k| k.addr.clone()) else { return };
         let helpers = self.random_members(self.cfg.indirect_probes, |u| u.id != target && u.state == State::Alive, rng);
         for helper in helpers {
             let rumors = self.piggyback();
