@@ -5,6 +5,7 @@
 
 use hearsay::gossip::sim::{NetConfig, Sim};
 use hearsay::gossip::{Setting, State, SwimConfig};
+use std::cell::Cell;
 
 const SEEDS: [u64; 3] = [1, 2, 3];
 
@@ -79,9 +80,20 @@ fn both_sides_of_a_healed_partition_find_each_other_alive_again() {
         assert_eq!(sim.view_of(1, 0), Some(State::Dead), "seed {seed}: the other side should be dead by now");
         sim.heal();
         // Dead members are still synced with (one random member every 30 s),
-        // and the first contact refutes.
-        let healed = sim.run_until(sim.now + 90_000, 100, Sim::converged);
+        // and the first contact refutes. The far side's view holds this side
+        // dead, and that must not kill members this side reached all along.
+        let same_side_death = Cell::new(None);
+        let healed = sim.run_until(sim.now + 90_000, 100, |s| {
+            let side = |i: usize| i % 2;
+            for (i, m) in (0..s.len()).flat_map(|i| (0..s.len()).map(move |m| (i, m))) {
+                if i != m && side(i) == side(m) && s.view_of(i, m) == Some(State::Dead) {
+                    same_side_death.set(Some((i, m, s.now)));
+                }
+            }
+            Sim::converged(s)
+        });
         assert!(healed.is_some(), "seed {seed}: the halves did not reconcile within 90 s of healing");
+        assert_eq!(same_side_death.get(), None, "seed {seed}: (member, member it held dead, at ms) on one side of the cut");
     }
 }
 

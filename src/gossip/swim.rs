@@ -292,6 +292,21 @@ impl Swim {
         true
     }
 
+    /// A death read from another member's whole view is news of unknown age:
+    /// after a partition each side holds the other dead, and taking that at
+    /// its word would kill members this one reaches right now. Such a member
+    /// is suspected instead, so it has a suspicion timeout to refute, as
+    /// memberlist does with push-pull state. Deaths that arrive as rumors are
+    /// fresh, and stand.
+    fn doubt_death(&self, update: Update) -> Update {
+        let reachable_here = self.members.get(&update.id).is_some_and(|known| known.state.reachable());
+        if update.state == State::Dead && reachable_here {
+            Update { state: State::Suspect, ..update }
+        } else {
+            update
+        }
+    }
+
     fn apply_rumors(&mut self, now: Millis, rumors: Vec<Rumor>, rng: &mut impl Rng, out: &mut Vec<Output>) {
         for rumor in rumors.into_iter().take(MAX_UPDATES_PER_MESSAGE) {
             match rumor {
@@ -481,6 +496,7 @@ impl Swim {
             Message::Gossip { rumors } => self.apply_rumors(now, rumors, rng, out),
             Message::Sync { members, settings, reply } => {
                 for u in members.into_iter().take(MAX_UPDATES_PER_MESSAGE) {
+                    let u = self.doubt_death(u);
                     self.apply(now, u, rng, out);
                 }
                 for setting in settings.into_iter().take(MAX_UPDATES_PER_MESSAGE) {

@@ -153,6 +153,27 @@ fn a_member_wrongly_held_dead_is_put_right_by_its_first_message() {
 }
 
 #[test]
+fn a_death_read_from_a_synced_view_is_only_a_suspicion_here() {
+    // After a partition heals, the far side's view holds this side dead.
+    let mut me = node("a");
+    let (mut out, mut r) = (Vec::new(), rng());
+    me.apply(0, update("b", 1, State::Alive), &mut r, &mut out);
+    let far_view = vec![update("b", 1, State::Dead), update("c", 1, State::Dead)];
+    let msg = Message::Sync { members: far_view, settings: vec![], reply: false };
+    me.handle(5, Envelope { from: update("d", 1, State::Alive), msg }, &mut r, &mut out);
+    assert_eq!(me.get("b"), Some(&update("b", 1, State::Suspect)), "b answers here: it gets its time to refute");
+    assert_eq!(me.get("c"), Some(&update("c", 1, State::Dead)), "a member unknown here is taken as told");
+    // b refutes before the timeout, and stays alive.
+    let msg = Message::Gossip { rumors: vec![] };
+    me.handle(500, Envelope { from: update("b", 2, State::Alive), msg }, &mut r, &mut out);
+    assert_eq!(me.get("b"), Some(&update("b", 2, State::Alive)));
+    // The same death as a rumor is fresh news, and stands.
+    let msg = Message::Gossip { rumors: vec![Rumor::Member(update("b", 2, State::Dead))] };
+    me.handle(600, Envelope { from: update("d", 1, State::Alive), msg }, &mut r, &mut out);
+    assert_eq!(me.get("b").map(|u| u.state), Some(State::Dead));
+}
+
+#[test]
 fn a_join_is_retried_until_a_member_answers_with_its_view() {
     let mut me = node("a");
     let (mut out, mut r) = (Vec::new(), rng());
