@@ -125,6 +125,19 @@ async fn gossip_state(c: &Client, member: &str) -> String {
     m["state"].as_str().unwrap_or("?").to_string()
 }
 
+/// Whether every node holds every member alive: the precondition of a
+/// repair that is to reach all replicas.
+async fn all_alive(cs: &[Client]) -> bool {
+    for c in cs {
+        for member in ["n1", "n2", "n3"] {
+            if gossip_state(c, member).await != "alive" {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 fn docker(args: &[&str]) -> Output {
     run(Command::new("docker").args(args))
 }
@@ -179,7 +192,7 @@ async fn a_killed_node_catches_up_from_mail_and_one_repair() {
     docker(&["start", &node2]);
     let restarted = Instant::now();
     cluster.wait_ready(Duration::from_secs(60)).await;
-    wait_until("n2 alive again", Duration::from_secs(30), async || gossip_state(&cs[2], "n2").await == "alive").await;
+    wait_until("every node holds every member alive", Duration::from_secs(30), async || all_alive(&cs).await).await;
     for c in [&cs[0], &cs[2]] {
         wait_until("the retry buffers drain to node2", Duration::from_secs(60), async || mail_pending(c).await == 0).await;
     }
@@ -224,9 +237,7 @@ async fn a_partitioned_node_converges_to_the_newest_versions() {
     docker(&["network", "connect", "--alias", "node3", &cluster.network(), &node3]);
     cluster.wait_ready(Duration::from_secs(60)).await;
     // The periodic sync reaches across the healed cut and n3 refutes.
-    for (c, member) in [(&cs[0], "n3"), (&cs[2], "n1")] {
-        wait_until("alive again across the healed cut", Duration::from_secs(60), async || gossip_state(c, member).await == "alive").await;
-    }
+    wait_until("every node holds every member alive across the healed cut", Duration::from_secs(60), async || all_alive(&cs).await).await;
     for c in &cs {
         wait_until("mail drains after the partition heals", Duration::from_secs(60), async || mail_pending(c).await == 0).await;
     }
