@@ -68,33 +68,45 @@ fn a_join_reaches_every_member_in_a_few_gossip_rounds() {
     }
 }
 
-#[test]
-fn both_sides_of_a_healed_partition_find_each_other_alive_again() {
+/// Cuts the cluster along `side_of`, waits until each side holds the other
+/// dead, heals, and checks that the views reconcile and that no member is
+/// ever held dead by a member of its own side, which reached it all along.
+fn partition_and_heal(split: &str, side_of: fn(usize) -> u8) {
     for seed in SEEDS {
         let mut sim = booted(32, 0.0, seed);
-        sim.partition(|i| u8::from(i % 2 == 1));
+        sim.partition(side_of);
         let start = sim.now;
-        let split = sim.run_until(start + 120_000, 100, |s| (0..s.len()).any(|m| !s.all_know(m)));
-        assert!(split.is_some(), "seed {seed}: a 50/50 partition went unnoticed");
+        let noticed = sim.run_until(start + 120_000, 100, |s| (0..s.len()).any(|m| !s.all_know(m)));
+        assert!(noticed.is_some(), "seed {seed}: the {split} partition went unnoticed");
         sim.run_for(30_000);
-        assert_eq!(sim.view_of(1, 0), Some(State::Dead), "seed {seed}: the other side should be dead by now");
+        let (a, b) = (0..sim.len()).flat_map(|i| (0..sim.len()).map(move |m| (i, m))).find(|&(i, m)| side_of(i) != side_of(m)).unwrap();
+        assert_eq!(sim.view_of(a, b), Some(State::Dead), "seed {seed}: the other side should be dead by now");
         sim.heal();
         // Dead members are still synced with (one random member every 30 s),
-        // and the first contact refutes. The far side's view holds this side
-        // dead, and that must not kill members this side reached all along.
+        // and the first contact refutes. The far side's view and rumors hold
+        // this side dead, and that must not kill members this side reached.
         let same_side_death = Cell::new(None);
         let healed = sim.run_until(sim.now + 90_000, 100, |s| {
-            let side = |i: usize| i % 2;
             for (i, m) in (0..s.len()).flat_map(|i| (0..s.len()).map(move |m| (i, m))) {
-                if i != m && side(i) == side(m) && s.view_of(i, m) == Some(State::Dead) {
+                if i != m && side_of(i) == side_of(m) && s.view_of(i, m) == Some(State::Dead) {
                     same_side_death.set(Some((i, m, s.now)));
                 }
             }
             Sim::converged(s)
         });
-        assert!(healed.is_some(), "seed {seed}: the halves did not reconcile within 90 s of healing");
-        assert_eq!(same_side_death.get(), None, "seed {seed}: (member, member it held dead, at ms) on one side of the cut");
+        assert!(healed.is_some(), "seed {seed}: the {split} partition did not reconcile within 90 s of healing");
+        assert_eq!(same_side_death.get(), None, "seed {seed}: {split}: (member, member it held dead, at ms) on one side of the cut");
     }
+}
+
+#[test]
+fn both_sides_of_a_healed_partition_find_each_other_alive_again() {
+    partition_and_heal("50/50", |i| u8::from(i % 2 == 1));
+}
+
+#[test]
+fn a_member_cut_off_alone_does_not_kill_the_others_when_it_returns() {
+    partition_and_heal("one alone", |i| u8::from(i == 5));
 }
 
 #[test]

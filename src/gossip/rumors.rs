@@ -17,6 +17,11 @@ impl Rumors {
         self.items.push((rumor, 0));
     }
 
+    /// Forgets, untold, every rumor `keep` rejects.
+    pub fn retain(&mut self, keep: impl Fn(&Rumor) -> bool) {
+        self.items.retain(|(r, _)| keep(r));
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }

@@ -438,6 +438,16 @@ impl Swim {
             return;
         }
         let targets = self.random_members(self.cfg.fanout, |u| u.state.reachable(), rng);
+        if targets.is_empty() {
+            // Nobody to tell: this member is cut off, and what it says about
+            // others describes the cut. Kept, it would be told once the member
+            // is back, stale: a death declared alone would kill members the
+            // others reached all along. Its view still travels, doubted, in
+            // syncs. Claims about itself (a refutation) and settings stay.
+            let me = self.me.id.clone();
+            self.rumors.retain(|r| !matches!(r, Rumor::Member(u) if u.id != me));
+            return;
+        }
         for to in targets {
             let rumors = self.piggyback();
             if rumors.is_empty() {
