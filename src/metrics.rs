@@ -64,6 +64,7 @@ pub struct Metrics {
     pub records_below_floor: Counter,
     pub stale_records_dropped: Counter,
     pub handed_off: Counter,
+    pub handoffs_deferred: Counter,
     pub ae_runs: Counter,
     pub ae_hops: Counter,
     pub ae_keys_repaired: Counter,
@@ -108,6 +109,12 @@ impl Metrics {
             "handed_off_records",
             "Records of shards this node no longer replicates, pushed to their replicas and then dropped here",
             handed_off.clone(),
+        );
+        let handoffs_deferred = Counter::default();
+        registry.register(
+            "handoffs_deferred",
+            "Hand-off rounds that kept a shard's records here because not every replica took the push yet",
+            handoffs_deferred.clone(),
         );
         registry.register("peer_requests", "Requests this node sent to peers", wire.requests.clone());
         registry.register("peer_bytes_sent", "Bytes of peer requests sent (request line, headers, body)", wire.bytes_sent.clone());
@@ -166,6 +173,7 @@ impl Metrics {
             records_below_floor,
             stale_records_dropped,
             handed_off,
+            handoffs_deferred,
             ae_runs,
             ae_hops,
             ae_keys_repaired,

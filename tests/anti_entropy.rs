@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{all_roots_equal, local_keys, mail_for, plant, repair, roots, start_run, wait_run, wait_until, NodeOpts, TestCluster};
+use common::{
+    all_roots_equal, local_keys, mail_for, plant, repair, roots, start_run, wait_run, wait_until, NodeOpts, TestCluster, TestNode,
+};
 use hearsay::client::Client;
 use hearsay::types::shard_of;
 use hyper::{Method, StatusCode};
@@ -318,10 +320,49 @@ async fn a_join_hands_moved_shards_to_their_new_replicas() {
     assert!(local_keys(&cs[2]).await > 0, "the new node took a share of the shards");
     let mut handed = 0;
     for c in &cs {
-        let text = c.get_path("/metrics").await.unwrap().text();
-        handed += text.lines().find_map(|l| l.strip_prefix("hearsay_handed_off_records_total ")?.parse::<u64>().ok()).unwrap_or(0);
+        handed += counter(c, "hearsay_handed_off_records_total").await;
     }
     assert!(handed > 0, "records moved by hand-off");
+}
+
+/// A counter's value in a node's `/metrics`.
+async fn counter(c: &Client, name: &str) -> u64 {
+    let text = c.get_path("/metrics").await.unwrap().text();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_keeps_the_records_until_every_replica_took_them() {
+    let base = NodeOpts { rf: 2, handoff_every: Duration::from_millis(200), ..opts() };
+    let mut cluster = TestCluster::start(2, base.clone()).await;
+    let keys: Vec<String> = (0..60).map(|i| format!("kept/{i}")).collect();
+    for k in &keys {
+        assert!(cluster.client(0).put(k.as_bytes(), k.clone(), "w=all").await.unwrap().status.is_success());
+    }
+    // n3 joins through n1 and cannot reach n2: n2 learns of it by gossip,
+    // loses shards to it, and cannot push them there.
+    cluster.net.cut("n2", "n3");
+    let seeds = vec![cluster.nodes[0].addr.to_string()];
+    cluster.nodes.push(TestNode::start(NodeOpts { name: "n3".into(), seeds, net: Some(cluster.net.clone()), ..base }).await);
+    cluster.wait_ready().await;
+    let cs = cluster.clients();
+    wait_until("n2 defers a hand-off", Duration::from_secs(30), async || counter(&cs[1], "hearsay_handoffs_deferred_total").await > 0)
+        .await;
+    assert_eq!(local_keys(&cs[1]).await, 60, "n2 dropped records before n3, a replica of theirs, held them");
+    cluster.net.heal("n2", "n3");
+    wait_until("every key on exactly its two replicas, readable from n3", Duration::from_secs(30), async || {
+        let mut held = 0;
+        for c in &cs {
+            held += local_keys(c).await;
+        }
+        for k in &keys {
+            if cs[2].get(k.as_bytes(), "r=one").await.unwrap().status != StatusCode::OK {
+                return false;
+            }
+        }
+        held == 120
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

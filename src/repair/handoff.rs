@@ -6,11 +6,13 @@
 //! stale if the shard ever returned to them.
 //!
 //! A round takes a snapshot of the shard's (key, version) pairs, pushes the
-//! shard to every reachable replica with the anti-entropy exchange (only
-//! what a replica lacks or holds older travels), and once at least one
-//! replica took it, and counts itself a replica by its own view of the
-//! members, removes exactly the snapshot's records (a record rewritten since
-//! stays for the next round). A replica's purge floor may
+//! shard to every replica with the anti-entropy exchange (only what a
+//! replica lacks or holds older travels), and once every replica took it,
+//! each counting itself a replica by its own view of the members, removes
+//! exactly the snapshot's records (a record rewritten since stays for the
+//! next round). A replica that is down or refuses defers the drop: this
+//! copy may be the only one some records have until every replica holds
+//! them, and extra copies cost only disk. A replica's purge floor may
 //! refuse some of them as deletes this copy missed; the exchange drops those.
 
 use super::exchange::Exchange;
@@ -41,8 +43,14 @@ pub async fn worker(repl: Arc<Replication>, every: Duration, shutdown: impl std:
         }
         for shard in foreign_shards(&repl) {
             match hand_off(&repl, shard).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(shard = shard.0, records = n, "handed off a shard this node no longer replicates"),
+                Ok(HandOff::Dropped(0)) => {}
+                Ok(HandOff::Dropped(n)) => {
+                    tracing::info!(shard = shard.0, records = n, "handed off a shard this node no longer replicates")
+                }
+                Ok(HandOff::Deferred { took, replicas }) => {
+                    repl.metrics().handoffs_deferred.inc();
+                    tracing::debug!(shard = shard.0, took, replicas, "hand-off deferred until every replica takes the push");
+                }
                 Err(e) => tracing::warn!(shard = shard.0, error = %e, "hand-off failed; the next round tries again"),
             }
         }
@@ -55,9 +63,18 @@ fn foreign_shards(repl: &Replication) -> Vec<ShardId> {
     (0..storage.shard_count()).map(ShardId).filter(|s| storage.counts(*s).records > 0 && !repl.replicates(*s)).collect()
 }
 
-/// Pushes `shard` to its replicas and drops what was pushed; how many
-/// records were dropped.
-async fn hand_off(repl: &Replication, shard: ShardId) -> Result<u64, String> {
+/// What one hand-off round of a shard did.
+#[derive(Debug, PartialEq, Eq)]
+enum HandOff {
+    /// Every replica took the push; this many records were dropped here.
+    Dropped(u64),
+    /// Only `took` of the `replicas` took it; everything stays here.
+    Deferred { took: usize, replicas: usize },
+}
+
+/// Pushes `shard` to its replicas and, once all of them took it, drops
+/// what was pushed.
+async fn hand_off(repl: &Replication, shard: ShardId) -> Result<HandOff, String> {
     let snapshot = on_storage(repl, move |storage| {
         let mut held: Vec<(Bytes, Version)> = Vec::new();
         storage.visit_heads(shard, &mut |key, head| {
@@ -70,7 +87,8 @@ async fn hand_off(repl: &Replication, shard: ShardId) -> Result<u64, String> {
     let replicas = repl.membership.placement().replicas(shard).to_vec();
     let mut took = 0;
     for replica in &replicas {
-        // As in ring runs: a replica gossip holds down is not waited for.
+        // As in ring runs: a replica gossip holds down is not waited for
+        // (and the drop waits for it instead).
         if repl.membership.is_down(replica.name()) {
             continue;
         }
@@ -93,8 +111,8 @@ async fn hand_off(repl: &Replication, shard: ShardId) -> Result<u64, String> {
             Err(e) => tracing::debug!(shard = shard.0, replica = replica.name(), error = %e, "hand-off push failed"),
         }
     }
-    if took == 0 {
-        return Err(format!("none of the {} replicas took the push", replicas.len()));
+    if replicas.is_empty() || took < replicas.len() {
+        return Ok(HandOff::Deferred { took, replicas: replicas.len() });
     }
     let dropped = on_storage(repl, move |storage| {
         let mut dropped = 0u64;
@@ -105,7 +123,7 @@ async fn hand_off(repl: &Replication, shard: ShardId) -> Result<u64, String> {
     })
     .await?;
     repl.metrics().handed_off.inc_by(dropped);
-    Ok(dropped)
+    Ok(HandOff::Dropped(dropped))
 }
 
 /// Runs a scan or removal of the store off the async worker threads.
