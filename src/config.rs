@@ -52,6 +52,8 @@ pub struct NodeConfig {
     /// The anti-entropy schedule a node starts with if none is stored.
     pub anti_entropy_enabled: bool,
     pub anti_entropy_interval_secs: u64,
+    /// 0: unlimited.
+    pub repair_max_bytes_per_sec: u64,
     /// Bearer token required on `/admin/...`; `None` leaves them open.
     pub admin_token: Option<String>,
     /// How far ahead of this node's clock a received version may be.
@@ -108,6 +110,7 @@ impl NodeConfig {
             links: Links(Arc::new(AllLinksUp)),
             anti_entropy_enabled: true,
             anti_entropy_interval_secs: DEFAULT_ANTI_ENTROPY_INTERVAL_SECS,
+            repair_max_bytes_per_sec: 0,
             admin_token: None,
             max_clock_drift: Duration::from_millis(crate::clock::DEFAULT_MAX_DRIFT_MS),
             tombstone_grace: Some(DEFAULT_TOMBSTONE_GRACE),

@@ -11,7 +11,7 @@
 //! - [`gossip`]    SWIM failure detection and rumor mongering (sans-I/O) and its simulator
 //! - [`rpc`]       peer messages, their codec, request MACs, the peer client
 //! - [`replication`] the coordinator: direct mail, w/r levels, read repair, retry buffer, cluster-wide listing
-//! - [`repair`]    anti-entropy: Merkle exchange, closed-loop ring runs, schedule, tombstone purge
+//! - [`repair`]    anti-entropy: Merkle exchange, closed-loop ring runs, schedule, bandwidth limit, tombstone purge, hand-off
 //! - [`api`]       public, admin and internal HTTP routes, JSON errors, request metrics
 //! - [`metrics`]   the Prometheus registry and metric families
 //! - [`config`]    a node's settings

@@ -191,6 +191,11 @@ struct ServeArgs {
     /// Seconds between scheduled anti-entropy runs, for a node with no stored schedule.
     #[arg(long, env = "HEARSAY_ANTI_ENTROPY_INTERVAL", default_value_t = DEFAULT_ANTI_ENTROPY_INTERVAL_SECS)]
     anti_entropy_interval: u64,
+    /// Record bytes per second each node's repair exchanges and hand-offs
+    /// may move (0: unlimited), for a node with no stored schedule; change it
+    /// cluster-wide with PUT /admin/anti-entropy/schedule.
+    #[arg(long, env = "HEARSAY_REPAIR_MAX_BYTES_PER_SEC", default_value_t = 0)]
+    repair_max_bytes_per_sec: u64,
     /// Start with scheduled anti-entropy off (for a node with no stored schedule).
     #[arg(long, env = "HEARSAY_NO_ANTI_ENTROPY")]
     no_anti_entropy: bool,
@@ -270,6 +275,9 @@ struct BenchArgs {
     /// For --scenario repair: percent of --keys the repaired node misses.
     #[arg(long, default_value_t = 10)]
     missing_percent: u64,
+    /// For --scenario repair: the cluster's repair bandwidth limit (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    repair_max_bytes_per_sec: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -501,6 +509,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         retry_max_bytes: args.retry_buffer_max_bytes,
         anti_entropy_enabled: !args.no_anti_entropy,
         anti_entropy_interval_secs: args.anti_entropy_interval.clamp(10, 604_800),
+        repair_max_bytes_per_sec: args.repair_max_bytes_per_sec,
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
         max_clock_drift: Duration::from_millis(args.max_clock_drift_ms),
         tombstone_grace: (args.tombstone_grace_secs > 0).then(|| Duration::from_secs(args.tombstone_grace_secs)),
@@ -586,6 +595,7 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
             value_size: cfg.value_size,
             concurrency: cfg.concurrency,
             baseline_secs: cfg.duration.as_secs(),
+            max_bytes_per_sec: args.repair_max_bytes_per_sec,
         };
         print!("{}", bench::repair::run(&std::env::current_exe()?, &spec).await?);
         return Ok(());

@@ -113,8 +113,12 @@ pub async fn run_with_storage(
     // Gossip gets its own byte counters: the peer_bytes metrics stay the cost of moving data.
     let gossip_peers = PeerClient::new(config.node_id.name(), mac.clone(), config.links.0.clone(), metrics.gossip_wire.clone());
     workers.push(tokio::spawn(membership.clone().gossip(config.gossip.clone(), gossip_peers, stopped())));
-    let initial =
-        crate::repair::Schedule { enabled: config.anti_entropy_enabled, interval_secs: config.anti_entropy_interval_secs, stamp: 0 };
+    let initial = crate::repair::Schedule {
+        enabled: config.anti_entropy_enabled,
+        interval_secs: config.anti_entropy_interval_secs,
+        max_bytes_per_sec: config.repair_max_bytes_per_sec,
+        stamp: 0,
+    };
     let ae = Arc::new(crate::repair::AntiEntropy::open(repl.clone(), initial, purge_policy(&config)).map_err(storage_error)?);
     workers.push(tokio::spawn(ae.clone().scheduler(stopped())));
     workers.push(tokio::spawn(crate::repair::handoff::worker(repl.clone(), config.handoff_every, stopped())));

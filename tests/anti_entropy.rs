@@ -288,6 +288,32 @@ async fn admin_trigger_progress_history_cancel_conflict_and_schedule() {
     assert_eq!((s["enabled"].as_bool(), s["interval_secs"].as_u64()), (Some(false), Some(120)));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repair_bandwidth_limit_is_set_cluster_wide_and_paces_a_run() {
+    let cluster = TestCluster::start(3, NodeOpts { shards: Some(1), ..opts() }).await;
+    let cs = cluster.clients();
+    let rate = 256 * 1024;
+    let body = json!({ "max_bytes_per_sec": rate }).to_string();
+    let r = cs[1].send(Method::PUT, "/admin/anti-entropy/schedule", &[], body.into()).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    for c in &cs {
+        wait_until("the limit reaches every node", Duration::from_secs(10), async || {
+            c.get_path("/admin/anti-entropy").await.unwrap().json()["schedule"]["max_bytes_per_sec"] == rate
+        })
+        .await;
+    }
+    // 768 KiB of records that only n1 holds: whichever node first pushes
+    // them may send one second's worth (256 KiB) at once, then 256 KiB/s.
+    let records: Vec<(Vec<u8>, u64, Option<Vec<u8>>)> =
+        (0..768u32).map(|i| (format!("paced/{i:04}").into_bytes(), 900, Some(vec![i as u8; 1014]))).collect();
+    plant(&cs[0], records).await;
+    let run = repair(&cs[0], json!({})).await;
+    assert_eq!(run["outcome"], "completed", "{run}");
+    assert!(run["record_bytes"].as_u64().unwrap() >= 2 * 768 * 1024, "{run}");
+    assert!(run["duration_ms"].as_u64().unwrap() >= 1_900, "768 KiB at 256 KiB/s after a 256 KiB burst takes 2 s at least: {run}");
+    assert!(all_roots_equal(&cs).await);
+}
+
 /// With one replica per shard, a shard a join moves has no other replica to
 /// fill its new one from: the node that held it hands it off. Every key stays
 /// readable, and each record ends up on exactly one node, its replica.

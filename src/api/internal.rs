@@ -174,15 +174,7 @@ pub async fn sync(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body
     let req: SyncRequest = accept(&st, &uri, &headers, body).await?;
     let shard = check_shard(&st, req.shard, req.shards)?;
     let addr = st.repl.membership.addr_of(&req.peer).ok_or_else(|| ApiError::bad_request(format!("unknown peer {:?}", req.peer)))?;
-    let ex = crate::repair::exchange::Exchange {
-        kv: &st.repl.kv,
-        peers: &st.repl.peers,
-        peer: (&req.peer, &addr),
-        shard,
-        timeout: std::time::Duration::from_secs(600),
-        max_value_bytes: st.max_value_bytes,
-        metrics: &st.metrics,
-    };
+    let ex = crate::repair::exchange::Exchange::new(&st.repl, (&req.peer, &addr), shard, std::time::Duration::from_secs(600));
     let report = ex.run(req.mode).await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "exchange_failed", e.to_string()))?;
     Ok(reply(&report))
 }

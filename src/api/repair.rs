@@ -68,11 +68,20 @@ pub async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> Resul
 pub struct ScheduleBody {
     enabled: Option<bool>,
     interval_secs: Option<u64>,
+    /// 0: unlimited.
+    max_bytes_per_sec: Option<u64>,
 }
 
 pub async fn schedule(State(st): State<AppState>, body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
     let req: ScheduleBody = json_body(&body)?;
     let current = st.ae.schedule();
-    let s = st.ae.set_schedule(req.enabled.unwrap_or(current.enabled), req.interval_secs.unwrap_or(current.interval_secs)).await?;
+    let s = st
+        .ae
+        .set_schedule(
+            req.enabled.unwrap_or(current.enabled),
+            req.interval_secs.unwrap_or(current.interval_secs),
+            req.max_bytes_per_sec.unwrap_or(current.max_bytes_per_sec),
+        )
+        .await?;
     Ok(Json(json!({ "schedule": s })))
 }

@@ -16,6 +16,8 @@ pub struct RepairBench {
     pub concurrency: usize,
     /// Seconds of foreground PUT load measured without repair.
     pub baseline_secs: u64,
+    /// The repair bandwidth limit the nodes start with (0: unlimited).
+    pub max_bytes_per_sec: u64,
 }
 
 async fn start_run(c: &Client) -> Result<String, BenchError> {
@@ -33,7 +35,9 @@ async fn finished(c: &Client, id: &str) -> Result<Option<serde_json::Value>, Ben
 
 pub async fn run(exe: &Path, b: &RepairBench) -> Result<String, BenchError> {
     let dir = scratch_dir("repair")?;
-    let extra = ["--retry-buffer-max-records", "0", "--no-anti-entropy", "--write-timeout-ms", "10000"];
+    let limit = b.max_bytes_per_sec.to_string();
+    let extra =
+        ["--retry-buffer-max-records", "0", "--no-anti-entropy", "--write-timeout-ms", "10000", "--repair-max-bytes-per-sec", &limit];
     let (mut cluster, clients) = start_cluster(exe, &dir, 3, extra.iter().map(|s| s.to_string()).collect()).await?;
 
     let missing = b.keys * b.missing_percent / 100;
@@ -93,7 +97,11 @@ pub async fn run(exe: &Path, b: &RepairBench) -> Result<String, BenchError> {
     let during = if busy.is_zero() { f64::NAN } else { ok as f64 / busy.as_secs_f64() };
     let shards = verify["shards_checked"].as_u64().unwrap_or(1).max(1);
     let mut out = String::new();
-    out.push_str(&format!("repair of n3 missing {missing} of {} keys ({} B values)\n", b.keys, b.value_size));
+    let limit = match b.max_bytes_per_sec {
+        0 => "no bandwidth limit".to_string(),
+        n => format!("repair limited to {n} B/s per node"),
+    };
+    out.push_str(&format!("repair of n3 missing {missing} of {} keys ({} B values), {limit}\n", b.keys, b.value_size));
     out.push_str(&format!(
         "  run {}: outcome {}, {} hops, {} keys moved, {} shards diverged\n",
         run["id"], run["outcome"], run["hops"], run["keys_sent"], run["shards_diverged"]

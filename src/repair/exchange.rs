@@ -7,6 +7,7 @@
 use crate::kv::KvService;
 use crate::merkle::diff::{differing, fingerprint, from_bitmap, plan, to_bitmap};
 use crate::merkle::{wire_digest, FANOUT, INNER};
+use crate::replication::Replication;
 use crate::rpc::client::{PeerClient, RpcError};
 use crate::rpc::{
     ApplyBatch, ApplyReply, Fetch, FetchReply, LeafDiff, LeafDiffReply, SyncMode, SyncReport, TreeReply, TreeRequest, WireRecord,
@@ -38,16 +39,33 @@ pub enum ExchangeError {
 
 /// The local side of an exchange and how to reach the peer.
 pub struct Exchange<'a> {
-    pub kv: &'a KvService,
-    pub peers: &'a PeerClient,
-    pub peer: (&'a str, &'a str),
-    pub shard: ShardId,
-    pub timeout: Duration,
-    pub max_value_bytes: usize,
-    pub metrics: &'a crate::metrics::Metrics,
+    kv: &'a KvService,
+    peers: &'a PeerClient,
+    peer: (&'a str, &'a str),
+    shard: ShardId,
+    timeout: Duration,
+    max_value_bytes: usize,
+    metrics: &'a crate::metrics::Metrics,
+    /// The node's repair bandwidth, taken for every record batch moved.
+    throttle: &'a super::throttle::Throttle,
 }
 
-impl Exchange<'_> {
+impl<'a> Exchange<'a> {
+    /// An exchange of `shard` between this node and `peer` (name, address),
+    /// each call bounded by `timeout`.
+    pub fn new(repl: &'a Replication, peer: (&'a str, &'a str), shard: ShardId, timeout: Duration) -> Exchange<'a> {
+        Exchange {
+            kv: &repl.kv,
+            peers: &repl.peers,
+            peer,
+            shard,
+            timeout,
+            max_value_bytes: repl.max_value_bytes(),
+            metrics: repl.metrics(),
+            throttle: &repl.repair_bandwidth,
+        }
+    }
+
     fn shards(&self) -> u32 {
         self.kv.storage().shard_count()
     }
@@ -161,8 +179,10 @@ impl Exchange<'_> {
                     .filter_map(|w| w.into_parts(self.max_value_bytes).ok())
                     .filter(|(k, _)| crate::types::shard_of(k.as_bytes(), self.shards()) == self.shard)
                     .collect::<Vec<_>>();
+                let bytes = records.iter().map(|(k, r)| (k.as_bytes().len() + r.value_len()) as u64).sum::<u64>();
                 report.keys_received += records.len() as u64;
-                report.record_bytes += records.iter().map(|(k, r)| (k.as_bytes().len() + r.value_len()) as u64).sum::<u64>();
+                report.record_bytes += bytes;
+                self.throttle.take(bytes).await;
                 self.kv.apply_batch(&records).await?;
             }
         }
@@ -190,6 +210,7 @@ impl Exchange<'_> {
     }
 
     async fn send(&self, records: Vec<WireRecord>, report: &mut SyncReport) -> Result<(), ExchangeError> {
+        self.throttle.take(records.iter().map(|r| (r.key.len() + r.value.as_ref().map_or(0, |v| v.len())) as u64).sum()).await;
         report.keys_sent += records.len() as u64;
         let sent: Vec<(Bytes, Version)> = records.iter().map(|r| (r.key.clone(), Version { hlc: r.hlc, node: r.node })).collect();
         let reply: ApplyReply = self.call(PATH_APPLY, &ApplyBatch { records }, report).await?;

@@ -93,16 +93,7 @@ async fn hand_off(repl: &Replication, shard: ShardId) -> Result<HandOff, String>
             continue;
         }
         let Some(addr) = repl.membership.addr_of(replica.name()) else { continue };
-        let ex = Exchange {
-            kv: &repl.kv,
-            peers: &repl.peers,
-            peer: (replica.name(), &addr),
-            shard,
-            timeout: PUSH_TIMEOUT,
-            max_value_bytes: repl.max_value_bytes(),
-            metrics: repl.metrics(),
-        };
-        match ex.run(SyncMode::Push).await {
+        match Exchange::new(repl, (replica.name(), &addr), shard, PUSH_TIMEOUT).run(SyncMode::Push).await {
             // A node whose view of the members differs may not count itself a
             // replica; it would hand the records on, perhaps back here, and two
             // nodes dropping at once could lose them. Only its own word counts.

@@ -4,12 +4,14 @@
 //! module owns the runs (one at a time, progress, cancel, a bounded
 //! persisted history) and the cluster-wide schedule that starts them.
 //! [`purge`] decides when verified shards may drop old tombstones;
-//! [`handoff`] moves the records of shards a node no longer replicates.
+//! [`handoff`] moves the records of shards a node no longer replicates;
+//! [`throttle`] paces both by the schedule's bandwidth limit.
 
 pub mod exchange;
 pub mod handoff;
 pub mod purge;
 pub mod ring;
+pub mod throttle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::gossip::Setting;
@@ -86,6 +88,11 @@ pub struct RunSummary {
 pub struct Schedule {
     pub enabled: bool,
     pub interval_secs: u64,
+    /// Each node's limit on the record bytes its exchanges and hand-offs
+    /// move per second ([`throttle`]); 0 is unlimited. Absent in schedules
+    /// stored before it existed.
+    #[serde(default)]
+    pub max_bytes_per_sec: u64,
     pub stamp: u64,
 }
 
@@ -135,6 +142,7 @@ impl AntiEntropy {
             None => initial,
         };
         let shards = storage.shard_count() as usize;
+        repl.repair_bandwidth.set_rate(schedule.max_bytes_per_sec);
         Ok(AntiEntropy {
             repl,
             running: Mutex::new(None),
@@ -281,13 +289,14 @@ impl AntiEntropy {
             return Ok(false);
         }
         self.repl.kv.storage().meta_put(META_SCHEDULE, &serde_json::to_vec(&update).expect("plain data"))?;
+        self.repl.repair_bandwidth.set_rate(update.max_bytes_per_sec);
         *current = update;
         self.schedule_changed.notify_waiters();
         Ok(true)
     }
 
     /// Sets the schedule here and spreads it by gossip.
-    pub async fn set_schedule(&self, enabled: bool, interval_secs: u64) -> Result<Schedule, RepairError> {
+    pub async fn set_schedule(&self, enabled: bool, interval_secs: u64, max_bytes_per_sec: u64) -> Result<Schedule, RepairError> {
         if !(10..=604_800).contains(&interval_secs) {
             return Err(RepairError::BadInterval(interval_secs));
         }
@@ -295,7 +304,7 @@ impl AntiEntropy {
             crate::kv::KvError::Storage(s) => RepairError::Storage(s),
             other => RepairError::Storage(StorageError::Corrupt(other.to_string())),
         })?;
-        let schedule = Schedule { enabled, interval_secs, stamp: stamp.hlc };
+        let schedule = Schedule { enabled, interval_secs, max_bytes_per_sec, stamp: stamp.hlc };
         self.adopt_schedule(schedule)?;
         self.publish_schedule();
         Ok(schedule)
@@ -308,7 +317,9 @@ impl AntiEntropy {
         if s.stamp == 0 {
             return;
         }
-        let value = codec::encode(&ScheduleUpdate { enabled: s.enabled, interval_secs: s.interval_secs, stamp: s.stamp });
+        let update =
+            ScheduleUpdate { enabled: s.enabled, interval_secs: s.interval_secs, max_bytes_per_sec: s.max_bytes_per_sec, stamp: s.stamp };
+        let value = codec::encode(&update);
         if !self.repl.membership.publish_setting(Setting { name: SCHEDULE_SETTING.into(), stamp: s.stamp, value }) {
             tracing::warn!("gossip inbox full: the new anti-entropy schedule spreads with the next sync");
         }
@@ -319,7 +330,8 @@ impl AntiEntropy {
         let Some(setting) = settings.get(SCHEDULE_SETTING) else { return };
         match codec::decode::<ScheduleUpdate>(&setting.value) {
             Ok(u) => {
-                let schedule = Schedule { enabled: u.enabled, interval_secs: u.interval_secs, stamp: u.stamp };
+                let schedule =
+                    Schedule { enabled: u.enabled, interval_secs: u.interval_secs, max_bytes_per_sec: u.max_bytes_per_sec, stamp: u.stamp };
                 if let Err(e) = self.adopt_schedule(schedule) {
                     tracing::warn!(error = %e, "storing the anti-entropy schedule gossip brought failed");
                 }

@@ -91,15 +91,7 @@ impl Runner {
     async fn hop(&self, shard: ShardId, from: &NodeId, to: &NodeId, mode: SyncMode) -> Result<SyncReport, String> {
         if from == self.me() {
             let addr = self.repl.membership.addr_of(to.name()).ok_or("address unknown")?;
-            let ex = Exchange {
-                kv: &self.repl.kv,
-                peers: &self.repl.peers,
-                peer: (to.name(), &addr),
-                shard,
-                timeout: HOP_TIMEOUT,
-                max_value_bytes: self.repl.max_value_bytes(),
-                metrics: self.repl.metrics(),
-            };
+            let ex = Exchange::new(&self.repl, (to.name(), &addr), shard, HOP_TIMEOUT);
             return ex.run(mode).await.map_err(|e| e.to_string());
         }
         let addr = self.repl.membership.addr_of(from.name()).ok_or("address unknown")?;

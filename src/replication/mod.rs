@@ -80,6 +80,9 @@ pub struct Replication {
     /// before the store is closed.
     pub(crate) tasks: TaskTracker,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Bandwidth for moving records in the background (anti-entropy and
+    /// hand-off); its rate follows the anti-entropy schedule.
+    pub repair_bandwidth: crate::repair::throttle::Throttle,
 }
 
 impl Replication {
@@ -106,6 +109,7 @@ impl Replication {
             stop,
             tasks: TaskTracker::new(),
             metrics,
+            repair_bandwidth: crate::repair::throttle::Throttle::new(0),
         }
     }
 

@@ -201,6 +201,7 @@ pub struct SyncReport {
 pub struct ScheduleUpdate {
     pub enabled: bool,
     pub interval_secs: u64,
+    pub max_bytes_per_sec: u64,
     /// HLC stamp of the change.
     pub stamp: u64,
 }
