@@ -327,28 +327,28 @@ async fn a_join_hands_moved_shards_to_their_new_replicas() {
     }
     cluster.join(base).await;
     let cs = cluster.clients();
-    wait_until("every key readable and held once", Duration::from_secs(30), || {
-        let (cs, keys) = (cs.clone(), keys.clone());
-        async move {
-            let mut held = 0;
-            for c in &cs {
-                held += local_keys(c).await;
-            }
-            for k in &keys {
-                if cs[2].get(k.as_bytes(), "r=one").await.unwrap().status != StatusCode::OK {
-                    return false;
-                }
-            }
-            held == 120
-        }
-    })
-    .await;
+    wait_until("every key readable and held once", Duration::from_secs(30), async || held_and_readable(&cs, &keys, 1).await).await;
     assert!(local_keys(&cs[2]).await > 0, "the new node took a share of the shards");
     let mut handed = 0;
     for c in &cs {
         handed += counter(c, "hearsay_handed_off_records_total").await;
     }
     assert!(handed > 0, "records moved by hand-off");
+}
+
+/// Whether the nodes hold `copies` of every key in all (none stranded or
+/// doubled) and the third node, the one that joined, reads every key.
+async fn held_and_readable(cs: &[Client], keys: &[String], copies: u64) -> bool {
+    let mut held = 0;
+    for c in cs {
+        held += local_keys(c).await;
+    }
+    for k in keys {
+        if cs[2].get(k.as_bytes(), "r=one").await.unwrap().status != StatusCode::OK {
+            return false;
+        }
+    }
+    held == copies * keys.len() as u64
 }
 
 /// A counter's value in a node's `/metrics`.
@@ -377,16 +377,7 @@ async fn a_hand_off_keeps_the_records_until_every_replica_took_them() {
     assert_eq!(local_keys(&cs[1]).await, 60, "n2 dropped records before n3, a replica of theirs, held them");
     cluster.net.heal("n2", "n3");
     wait_until("every key on exactly its two replicas, readable from n3", Duration::from_secs(30), async || {
-        let mut held = 0;
-        for c in &cs {
-            held += local_keys(c).await;
-        }
-        for k in &keys {
-            if cs[2].get(k.as_bytes(), "r=one").await.unwrap().status != StatusCode::OK {
-                return false;
-            }
-        }
-        held == 120
+        held_and_readable(&cs, &keys, 2).await
     })
     .await;
 }
