@@ -19,6 +19,8 @@
 //! - [`client`]    HTTP client for the API (CLI, bench, tests)
 //! - [`process`]   launching `hearsay serve` child processes
 //! - [`bench`](mod@bench) the load generator and scenarios behind `hearsay bench`
+//!
+//! The binary is `main.rs` (running each subcommand) and `cli.rs` (its flags).
 
 pub mod api;
 pub mod bench;
