@@ -196,21 +196,22 @@ impl<'a> Exchange<'a> {
             let Ok(key) = Key::new((*key).clone()) else { continue };
             let Some(record) = self.kv.read(&key)? else { continue };
             size += key.as_bytes().len() + record.value_len();
-            report.record_bytes += (key.as_bytes().len() + record.value_len()) as u64;
             batch.push(WireRecord::new(&key, &record));
             if batch.len() >= RECORDS_PER_BATCH || size >= RECORD_BYTES_PER_BATCH {
-                self.send(std::mem::take(&mut batch), report).await?;
+                self.send(std::mem::take(&mut batch), size as u64, report).await?;
                 size = 0;
             }
         }
         if !batch.is_empty() {
-            self.send(batch, report).await?;
+            self.send(batch, size as u64, report).await?;
         }
         Ok(())
     }
 
-    async fn send(&self, records: Vec<WireRecord>, report: &mut SyncReport) -> Result<(), ExchangeError> {
-        self.throttle.take(records.iter().map(|r| (r.key.len() + r.value.as_ref().map_or(0, |v| v.len())) as u64).sum()).await;
+    /// Pushes one batch of `records`, `bytes` of keys and values.
+    async fn send(&self, records: Vec<WireRecord>, bytes: u64, report: &mut SyncReport) -> Result<(), ExchangeError> {
+        self.throttle.take(bytes).await;
+        report.record_bytes += bytes;
         report.keys_sent += records.len() as u64;
         let sent: Vec<(Bytes, Version)> = records.iter().map(|r| (r.key.clone(), Version { hlc: r.hlc, node: r.node })).collect();
         let reply: ApplyReply = self.call(PATH_APPLY, &ApplyBatch { records }, report).await?;
