@@ -172,6 +172,13 @@ async fn status(target: &Target) -> Result<()> {
     let c = client(target)?;
     let cluster = admin_json(&c, "/admin/cluster").await?;
     println!("cluster of {} members, {} shards", cluster["members"].as_array().map_or(0, Vec::len), cluster["shard_count"]);
+    let schedule = admin_json(&c, "/admin/anti-entropy").await?["schedule"].clone();
+    let limit = match schedule["max_bytes_per_sec"].as_u64().unwrap_or(0) {
+        0 => "unlimited".to_string(),
+        n => format!("{n} B/s per node"),
+    };
+    let runs = if schedule["enabled"] == true { format!("every {} s", schedule["interval_secs"]) } else { "off".to_string() };
+    println!("scheduled anti-entropy runs: {runs}; repair bandwidth: {limit}");
     let mut roots: std::collections::BTreeMap<u64, Vec<(String, String)>> = Default::default();
     for m in cluster["members"].as_array().cloned().unwrap_or_default() {
         let (id, addr) = (m["id"].as_str().unwrap_or("?").to_string(), m["addr"].as_str().unwrap_or("").to_string());

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub stale_records_dropped: Counter,
     pub handed_off: Counter,
     pub handoffs_deferred: Counter,
+    /// Seconds repair exchanges waited on the bandwidth limit.
+    pub repair_throttled: Counter<f64, AtomicU64>,
     pub ae_runs: Counter,
     pub ae_hops: Counter,
     pub ae_keys_repaired: Counter,
@@ -109,6 +111,12 @@ impl Metrics {
             "handed_off_records",
             "Records of shards this node no longer replicates, pushed to their replicas and then dropped here",
             handed_off.clone(),
+        );
+        let repair_throttled = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "repair_throttled_seconds",
+            "Seconds this node's repair exchanges and hand-offs waited on the repair bandwidth limit",
+            repair_throttled.clone(),
         );
         let handoffs_deferred = Counter::default();
         registry.register(
@@ -174,6 +182,7 @@ impl Metrics {
             stale_records_dropped,
             handed_off,
             handoffs_deferred,
+            repair_throttled,
             ae_runs,
             ae_hops,
             ae_keys_repaired,

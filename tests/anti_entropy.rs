@@ -312,6 +312,11 @@ async fn the_repair_bandwidth_limit_is_set_cluster_wide_and_paces_a_run() {
     assert!(run["record_bytes"].as_u64().unwrap() >= 2 * 768 * 1024, "{run}");
     assert!(run["duration_ms"].as_u64().unwrap() >= 1_900, "768 KiB at 256 KiB/s after a 256 KiB burst takes 2 s at least: {run}");
     assert!(all_roots_equal(&cs).await);
+    let mut throttled = 0.0;
+    for c in &cs {
+        throttled += counter(c, "hearsay_repair_throttled_seconds_total").await;
+    }
+    assert!(throttled >= 1.9, "the waits show in the metric: {throttled} s");
 }
 
 /// With one replica per shard, a shard a join moves has no other replica to
@@ -329,11 +334,11 @@ async fn a_join_hands_moved_shards_to_their_new_replicas() {
     let cs = cluster.clients();
     wait_until("every key readable and held once", Duration::from_secs(30), async || held_and_readable(&cs, &keys, 1).await).await;
     assert!(local_keys(&cs[2]).await > 0, "the new node took a share of the shards");
-    let mut handed = 0;
+    let mut handed = 0.0;
     for c in &cs {
         handed += counter(c, "hearsay_handed_off_records_total").await;
     }
-    assert!(handed > 0, "records moved by hand-off");
+    assert!(handed > 0.0, "records moved by hand-off");
 }
 
 /// Whether the nodes hold `copies` of every key in all (none stranded or
@@ -352,9 +357,9 @@ async fn held_and_readable(cs: &[Client], keys: &[String], copies: u64) -> bool 
 }
 
 /// A counter's value in a node's `/metrics`.
-async fn counter(c: &Client, name: &str) -> u64 {
+async fn counter(c: &Client, name: &str) -> f64 {
     let text = c.get_path("/metrics").await.unwrap().text();
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,7 +377,7 @@ async fn a_hand_off_keeps_the_records_until_every_replica_took_them() {
     cluster.nodes.push(TestNode::start(NodeOpts { name: "n3".into(), seeds, net: Some(cluster.net.clone()), ..base }).await);
     cluster.wait_ready().await;
     let cs = cluster.clients();
-    wait_until("n2 defers a hand-off", Duration::from_secs(30), async || counter(&cs[1], "hearsay_handoffs_deferred_total").await > 0)
+    wait_until("n2 defers a hand-off", Duration::from_secs(30), async || counter(&cs[1], "hearsay_handoffs_deferred_total").await > 0.0)
         .await;
     assert_eq!(local_keys(&cs[1]).await, 60, "n2 dropped records before n3, a replica of theirs, held them");
     cluster.net.heal("n2", "n3");

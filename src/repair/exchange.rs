@@ -66,6 +66,14 @@ impl<'a> Exchange<'a> {
         }
     }
 
+    /// Waits for the bandwidth limit to let `bytes` of records move.
+    async fn pace(&self, bytes: u64) {
+        let waited = self.throttle.take(bytes).await;
+        if !waited.is_zero() {
+            self.metrics.repair_throttled.inc_by(waited.as_secs_f64());
+        }
+    }
+
     fn shards(&self) -> u32 {
         self.kv.storage().shard_count()
     }
@@ -182,7 +190,7 @@ impl<'a> Exchange<'a> {
                 let bytes = records.iter().map(|(k, r)| (k.as_bytes().len() + r.value_len()) as u64).sum::<u64>();
                 report.keys_received += records.len() as u64;
                 report.record_bytes += bytes;
-                self.throttle.take(bytes).await;
+                self.pace(bytes).await;
                 self.kv.apply_batch(&records).await?;
             }
         }
@@ -210,7 +218,7 @@ impl<'a> Exchange<'a> {
 
     /// Pushes one batch of `records`, `bytes` of keys and values.
     async fn send(&self, records: Vec<WireRecord>, bytes: u64, report: &mut SyncReport) -> Result<(), ExchangeError> {
-        self.throttle.take(bytes).await;
+        self.pace(bytes).await;
         report.record_bytes += bytes;
         report.keys_sent += records.len() as u64;
         let sent: Vec<(Bytes, Version)> = records.iter().map(|r| (r.key.clone(), Version { hlc: r.hlc, node: r.node })).collect();

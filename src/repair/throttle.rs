@@ -86,13 +86,14 @@ impl Throttle {
         self.bucket.lock().expect("throttle lock").set_rate(rate, now);
     }
 
-    /// Waits until `bytes` more may be moved.
-    pub async fn take(&self, bytes: u64) {
+    /// Waits until `bytes` more may be moved; how long it waited.
+    pub async fn take(&self, bytes: u64) -> Duration {
         let now = self.now_ms();
         let wait = self.bucket.lock().expect("throttle lock").take(bytes, now);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+        wait
     }
 }
 
