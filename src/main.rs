@@ -21,6 +21,17 @@ use std::time::Duration;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `println!` that returns an error where `println!` would panic: when
+/// stdout is closed early (`hearsay status | head`).
+macro_rules! out {
+    ($($arg:tt)*) => { writeln!(std::io::stdout(), $($arg)*)? };
+}
+
+/// `print!`, returning an error as [`out!`] does.
+macro_rules! out_raw {
+    ($($arg:tt)*) => { write!(std::io::stdout(), $($arg)*)? };
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -31,6 +42,10 @@ fn main() -> std::process::ExitCode {
         .and_then(|rt| rt.block_on(run(cli.command)));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Whoever read stdout stopped reading: not this command's failure.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             // One line with the cause chain; no backtrace for a user's mistake.
             eprintln!("error: {e:#}");
@@ -61,7 +76,7 @@ async fn run(command: Command) -> Result<()> {
             };
             let resp = client(&target)?.put(key.as_bytes(), body, &target.query).await?;
             expect_success(&resp)?;
-            println!("{}", resp.header("x-hearsay-version").unwrap_or(""));
+            out!("{}", resp.header("x-hearsay-version").unwrap_or(""));
             Ok(())
         }
         Command::Get { target, key } => {
@@ -97,13 +112,13 @@ async fn run(command: Command) -> Result<()> {
                 swim: hearsay::gossip::SwimConfig::default(),
                 soak: args.soak_secs * 1000,
             };
-            print!("{}", hearsay::gossip::sim::run(scenario).text());
+            out_raw!("{}", hearsay::gossip::sim::run(scenario).text());
             Ok(())
         }
         Command::Repair { target, shard, mode, wait } => repair(&target, shard, &mode, wait).await,
         Command::Status { target } => status(&target).await,
         Command::Admin { target, path } => {
-            println!("{}", serde_json::to_string_pretty(&admin_json(&client(&target)?, &path).await?)?);
+            out!("{}", serde_json::to_string_pretty(&admin_json(&client(&target)?, &path).await?)?);
             Ok(())
         }
         Command::Migrate { data_dir } => {
@@ -112,7 +127,7 @@ async fn run(command: Command) -> Result<()> {
             let db = hearsay::storage::sled_engine::open_db(&opts).with_context(|| format!("opening {}", data_dir.display()))?;
             let report = migrations::run(&db)?;
             db.flush()?;
-            println!("data dir {} is at format v{} (was v{}; applied: {:?})", data_dir.display(), report.to, report.from, report.applied);
+            out!("data dir {} is at format v{} (was v{}; applied: {:?})", data_dir.display(), report.to, report.from, report.applied);
             Ok(())
         }
     }
@@ -138,7 +153,7 @@ async fn repair(target: &Target, shards: Vec<u32>, mode: &str, wait: bool) -> Re
         c.send(hyper::Method::POST, "/admin/anti-entropy", &[("content-type", "application/json")], Bytes::from(body.to_string())).await?;
     expect_success(&resp)?;
     let id = resp.json()["run_id"].as_str().unwrap_or_default().to_string();
-    println!("started anti-entropy run {id}");
+    out!("started anti-entropy run {id}");
     if !wait {
         return Ok(());
     }
@@ -160,7 +175,7 @@ async fn repair(target: &Target, shards: Vec<u32>, mode: &str, wait: bool) -> Re
         }
         eprintln!();
         let run = st["history"].as_array().and_then(|h| h.iter().find(|r| r["id"] == id.as_str())).cloned().unwrap_or_default();
-        println!("{}", serde_json::to_string_pretty(&run)?);
+        out!("{}", serde_json::to_string_pretty(&run)?);
         if run["outcome"] != "completed" {
             bail!("run {id} ended {}", run["outcome"]);
         }
@@ -171,14 +186,14 @@ async fn repair(target: &Target, shards: Vec<u32>, mode: &str, wait: bool) -> Re
 async fn status(target: &Target) -> Result<()> {
     let c = client(target)?;
     let cluster = admin_json(&c, "/admin/cluster").await?;
-    println!("cluster of {} members, {} shards", cluster["members"].as_array().map_or(0, Vec::len), cluster["shard_count"]);
+    out!("cluster of {} members, {} shards", cluster["members"].as_array().map_or(0, Vec::len), cluster["shard_count"]);
     let schedule = admin_json(&c, "/admin/anti-entropy").await?["schedule"].clone();
     let limit = match schedule["max_bytes_per_sec"].as_u64().unwrap_or(0) {
         0 => "unlimited".to_string(),
         n => format!("{n} B/s per node"),
     };
     let runs = if schedule["enabled"] == true { format!("every {} s", schedule["interval_secs"]) } else { "off".to_string() };
-    println!("scheduled anti-entropy runs: {runs}; repair bandwidth: {limit}");
+    out!("scheduled anti-entropy runs: {runs}; repair bandwidth: {limit}");
     let mut roots: std::collections::BTreeMap<u64, Vec<(String, String)>> = Default::default();
     for m in cluster["members"].as_array().cloned().unwrap_or_default() {
         let (id, addr) = (m["id"].as_str().unwrap_or("?").to_string(), m["addr"].as_str().unwrap_or("").to_string());
@@ -190,7 +205,7 @@ async fn status(target: &Target) -> Result<()> {
                 let pending: u64 =
                     mail["peers"].as_array().map_or(0, |p| p.iter().map(|x| x["pending_records"].as_u64().unwrap_or(0)).sum());
                 let dropped: u64 = mail["peers"].as_array().map_or(0, |p| p.iter().map(|x| x["dropped"].as_u64().unwrap_or(0)).sum());
-                println!("  {id:<8} {addr:<22} up    gossip: {health:<8} mail pending {pending}, dropped {dropped}");
+                out!("  {id:<8} {addr:<22} up    gossip: {health:<8} mail pending {pending}, dropped {dropped}");
                 for s in shards["shards"].as_array().cloned().unwrap_or_default() {
                     let replicas: Vec<&str> =
                         s["replicas"].as_array().map_or(Vec::new(), |r| r.iter().filter_map(|x| x.as_str()).collect());
@@ -202,15 +217,15 @@ async fn status(target: &Target) -> Result<()> {
                     }
                 }
             }
-            Err(e) => println!("  {id:<8} {addr:<22} DOWN  gossip: {health:<8} ({e})"),
+            Err(e) => out!("  {id:<8} {addr:<22} DOWN  gossip: {health:<8} ({e})"),
         }
     }
     let differing: Vec<u64> = roots.iter().filter(|(_, r)| r.iter().any(|(_, x)| *x != r[0].1)).map(|(s, _)| *s).collect();
     if differing.is_empty() {
-        println!("all {} shards seen have equal roots on the replicas that answered", roots.len());
+        out!("all {} shards seen have equal roots on the replicas that answered", roots.len());
     } else {
-        println!("{} shards have differing roots: {differing:?}", differing.len());
-        println!("repair them with: hearsay repair --node {} --wait", target.node);
+        out!("{} shards have differing roots: {differing:?}", differing.len());
+        out!("repair them with: hearsay repair --node {} --wait", target.node);
     }
     Ok(())
 }
@@ -265,7 +280,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let storage = hearsay::node::open_storage(&config).await?;
     // Printed only once storage is open, so whoever waits for it can send requests.
-    println!("{LISTENING_PREFIX}http://{addr}");
+    out!("{LISTENING_PREFIX}http://{addr}");
     std::io::stdout().flush()?;
     hearsay::node::run_with_storage(listener, config, storage, shutdown_signal()).await?;
     Ok(())
@@ -306,16 +321,16 @@ async fn run_cluster(nodes: usize, base_port: u16, data_dir: PathBuf, sync: Sync
     };
     let mut cluster = LocalCluster::spawn(&spec).context("starting the cluster (are the ports free?)")?;
     for (i, node) in cluster.nodes.iter().enumerate() {
-        println!("n{}: {}   (log: {})", i + 1, node.url, data_dir.join(format!("n{}.log", i + 1)).display());
+        out!("n{}: {}   (log: {})", i + 1, node.url, data_dir.join(format!("n{}.log", i + 1)).display());
     }
     let children = &cluster.nodes;
     let first = &children[0].url;
     let last = &children[children.len() - 1].url;
-    println!("\nhearsay cluster of {nodes} is up. Try:");
-    println!("  curl -X PUT --data-binary hello '{first}/v1/kv/greeting?w=quorum'");
-    println!("  curl '{last}/v1/kv/greeting'");
-    println!("  curl {first}/admin/cluster");
-    println!("Ctrl-C stops every node.");
+    out!("\nhearsay cluster of {nodes} is up. Try:");
+    out!("  curl -X PUT --data-binary hello '{first}/v1/kv/greeting?w=quorum'");
+    out!("  curl '{last}/v1/kv/greeting'");
+    out!("  curl {first}/admin/cluster");
+    out!("Ctrl-C stops every node.");
     shutdown_signal().await;
     cluster.terminate();
     Ok(())
@@ -345,12 +360,12 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
             baseline_secs: cfg.duration.as_secs(),
             max_bytes_per_sec: args.repair_max_bytes_per_sec,
         };
-        print!("{}", bench::repair::run(&std::env::current_exe()?, &spec).await?);
+        out_raw!("{}", bench::repair::run(&std::env::current_exe()?, &spec).await?);
         return Ok(());
     }
     if args.nodes > 1 && args.target.is_none() {
         let levels: Vec<&str> = args.levels.iter().map(String::as_str).collect();
-        print!("{}", bench::cluster::compare(&std::env::current_exe()?, args.nodes, &levels, args.sync, &cfg, args.rounds).await?);
+        out_raw!("{}", bench::cluster::compare(&std::env::current_exe()?, args.nodes, &levels, args.sync, &cfg, args.rounds).await?);
         return Ok(());
     }
     let mut local = None;
@@ -400,7 +415,7 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         eprintln!("round {}/{rounds}: {} req/s", round + 1, rates.join(", "));
         results.push(phases);
     }
-    print!("{}", bench::report(&results));
+    out_raw!("{}", bench::report(&results));
     if let Some((mut node, dir)) = local {
         node.terminate()?;
         let _ = std::fs::remove_dir_all(dir);
