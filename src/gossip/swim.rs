@@ -246,8 +246,26 @@ impl Swim {
     }
 
     /// Announces that this member leaves on purpose, to `fanout` members now.
+    /// A retired member stays removed: leaving is weaker news.
     pub fn leave(&mut self, rng: &mut impl Rng, out: &mut Vec<Output>) {
+        if self.me.state == State::Removed {
+            return;
+        }
         self.me.state = State::Left;
+        self.rumors.push(Rumor::Member(self.me.clone()));
+        out.push(Output::Changed(self.me.clone()));
+        self.gossip(rng, out);
+    }
+
+    /// Takes this member out of the cluster for good (a decommission): it
+    /// claims `removed` at its own incarnation, which every member adopts,
+    /// and never out-bids that claim again. It keeps running the protocol so
+    /// its view stays current while it hands its data off.
+    pub fn retire(&mut self, rng: &mut impl Rng, out: &mut Vec<Output>) {
+        if self.me.state == State::Removed {
+            return;
+        }
+        self.me.state = State::Removed;
         self.rumors.push(Rumor::Member(self.me.clone()));
         out.push(Output::Changed(self.me.clone()));
         self.gossip(rng, out);
@@ -257,8 +275,8 @@ impl Swim {
     pub fn apply(&mut self, now: Millis, update: Update, rng: &mut impl Rng, out: &mut Vec<Output>) -> bool {
         if update.id == self.me.id {
             // Someone holds a claim about this member at least as strong as its
-            // own: out-bid it, unless this member is leaving.
-            if update.supersedes(&self.me) && self.me.state != State::Left {
+            // own: out-bid it, unless this member is leaving or retired.
+            if update.supersedes(&self.me) && !matches!(self.me.state, State::Left | State::Removed) {
                 // Claims of removal included: a member that runs is a member.
                 self.me.incarnation = update.incarnation + 1;
                 self.rumors.push(Rumor::Member(self.me.clone()));

@@ -211,3 +211,26 @@ fn a_setting_keeps_the_newest_stamp_and_travels_in_a_sync() {
     assert_eq!(b.setting("s"), Some(&setting(5, b"y")));
     assert!(out.contains(&Output::Setting(setting(5, b"y"))));
 }
+
+#[test]
+fn a_retired_member_claims_removal_keeps_it_and_others_adopt_it() {
+    let (mut a, mut b) = (node("a"), node("b"));
+    let (mut out, mut r) = (Vec::new(), rng());
+    a.apply(0, update("b", 1, State::Alive), &mut r, &mut out);
+    b.apply(0, update("a", 1, State::Alive), &mut r, &mut out);
+    out.clear();
+    a.retire(&mut r, &mut out);
+    assert_eq!(a.me(), &update("a", 1, State::Removed));
+    assert!(out.contains(&Output::Changed(update("a", 1, State::Removed))));
+    // Its own message carries the claim, and the other member adopts it.
+    let (_, msg) = sends(&out).into_iter().next().expect("the retirement is gossiped at once");
+    b.handle(5, Envelope { from: a.me().clone(), msg }, &mut r, &mut out);
+    assert_eq!(b.get("a"), Some(&update("a", 1, State::Removed)));
+    // Unlike any other claim about itself, it is not out-bid (even from a
+    // higher incarnation), and leaving does not weaken it.
+    let msg = Message::Gossip { rumors: vec![Rumor::Member(update("a", 2, State::Dead))] };
+    a.handle(10, Envelope { from: b.me().clone(), msg }, &mut r, &mut out);
+    assert_eq!(a.me(), &update("a", 1, State::Removed));
+    a.leave(&mut r, &mut out);
+    assert_eq!(a.me(), &update("a", 1, State::Removed));
+}
