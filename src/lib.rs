@@ -7,7 +7,7 @@
 //! - [`merkle`]    per-shard Merkle trees (kept by the engines) and the pure diff
 //! - [`kv`]        the node's local read/write path for keys (stamp, apply, durability, list)
 //! - [`placement`] which members replicate a shard, in ring order (pure)
-//! - [`membership`] the member view (seeds, hello, gossip), each member's health, and the gossip worker
+//! - [`membership`] the member view (seeds, hello, gossip), each member's health, removal and decommission, and the gossip worker
 //! - [`gossip`]    SWIM failure detection and rumor mongering (sans-I/O) and its simulator
 //! - [`rpc`]       peer messages, their codec, request MACs, the peer client
 //! - [`replication`] the coordinator: direct mail, w/r levels, read repair, retry buffer, cluster-wide listing

@@ -2,10 +2,12 @@
 //! `--seeds`, learned by a `hello` exchange and persisted so a restart knows
 //! its peers even while they are down, and each member's health as the
 //! gossip worker ([`Membership::gossip`]) sees it: alive, suspect, dead or
-//! left. Gossip also spreads joins, and removals an operator asks for.
-//! Everything else asks this one type for members, addresses and the
-//! placement table. Placement follows removals only: a dead member keeps its
-//! shards (DESIGN.md §2) until it is removed.
+//! left. Gossip also spreads joins, and removals an operator asks for:
+//! of a member that is down, or of this node itself while it runs (a
+//! decommission, [`Membership::retire`]). Everything else asks this one type
+//! for members, addresses and the placement table. Placement follows
+//! removals only: a dead member keeps its shards (DESIGN.md §2) until it is
+//! removed.
 
 use crate::clock::{Clock, SystemClock};
 use crate::gossip::{Envelope, Message, Millis, Output, Peer, Rumor, Setting, State as Health, Swim, SwimConfig, Update};
@@ -38,12 +40,16 @@ pub enum MembershipError {
     Removed(String),
     #[error("{0:?} is not a member")]
     NotAMember(String),
-    #[error("a node cannot remove itself; ask another member")]
+    #[error("a node cannot remove itself; to take a running node out, decommission it (POST /admin/decommission on it)")]
     RemoveSelf,
     #[error("member {name:?} is {state}: only a member that is down (dead or left) can be removed; stop it first")]
     NotDown { name: String, state: &'static str },
     #[error("the gossip worker is busy; try again")]
     Busy,
+    #[error("this node does not know its cluster yet (seeds have not answered); try again once /ready says so")]
+    NotReady,
+    #[error("decommissioning would leave {remaining} members for replication factor {rf}; add a node first")]
+    TooFewMembers { remaining: usize, rf: usize },
     #[error("invalid node id: {0}")]
     BadId(#[from] crate::types::NodeIdError),
     #[error(transparent)]
@@ -59,6 +65,12 @@ struct State {
     /// Removed members: the incarnation they were removed at, and their
     /// last address (persisted).
     removed: BTreeMap<String, (u64, String)>,
+}
+
+impl State {
+    fn is_removed_addr(&self, addr: &str) -> bool {
+        self.removed.values().any(|(_, a)| a == addr)
+    }
 }
 
 /// Gossip messages waiting for the worker; beyond this many the route
@@ -80,6 +92,8 @@ pub struct Membership {
     settings: tokio::sync::watch::Sender<BTreeMap<String, Setting>>,
     /// The worker's end of `inbox`, taken once by [`Membership::gossip`].
     inbox_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Envelope>>>,
+    /// Wakes the gossip worker to spread the retirement.
+    retire_now: tokio::sync::Notify,
 }
 
 impl Membership {
@@ -93,7 +107,6 @@ impl Membership {
                 members.insert(id.clone(), Member { id, addr });
             }
         }
-        members.insert(me.id.clone(), me.clone());
         let removed: BTreeMap<String, (u64, String)> = match storage.meta_get(META_REMOVED)? {
             Some(raw) => serde_json::from_slice::<Vec<(String, (u64, String))>>(&raw)
                 .map_err(|e| StorageError::Corrupt(format!("persisted removed members: {e}")))?
@@ -101,6 +114,12 @@ impl Membership {
                 .collect(),
             None => BTreeMap::new(),
         };
+        // A node that retired stays out of its own placement across restarts,
+        // so whatever it still holds keeps being handed off.
+        let retired = removed.contains_key(&me.id);
+        if !retired {
+            members.insert(me.id.clone(), me.clone());
+        }
         let seeds: Vec<String> = seeds.into_iter().filter(|s| !s.is_empty() && *s != me.addr).collect();
         let (inbox, rx) = tokio::sync::mpsc::channel(GOSSIP_INBOX);
         let m = Membership {
@@ -119,6 +138,7 @@ impl Membership {
             inbox,
             settings: tokio::sync::watch::Sender::new(BTreeMap::new()),
             inbox_rx: std::sync::Mutex::new(Some(rx)),
+            retire_now: tokio::sync::Notify::new(),
         };
         m.rebuild(&mut m.state.write().expect("membership lock"));
         Ok(m)
@@ -146,11 +166,19 @@ impl Membership {
     }
 
     /// Ready once every seed has answered at least once; a seed that is a
-    /// removed member's address is not waited for.
+    /// removed member's address is not waited for. A retired node knows all
+    /// it needs (where its data goes) from its persisted view; the seeds
+    /// would refuse its hello anyway.
     pub fn is_ready(&self) -> bool {
+        if self.is_retired() {
+            return true;
+        }
         let state = self.state.read().expect("membership lock");
-        let removed = |s: &String| state.removed.values().any(|(_, addr)| addr == s);
-        self.seeds.iter().all(|s| state.answered_seeds.contains(s) || removed(s))
+        self.seeds.iter().all(|s| state.answered_seeds.contains(s) || state.is_removed_addr(s))
+    }
+
+    fn is_removed_addr(&self, addr: &str) -> bool {
+        self.state.read().expect("membership lock").is_removed_addr(addr)
     }
 
     pub fn shards(&self) -> u32 {
@@ -239,6 +267,42 @@ impl Membership {
         Ok(())
     }
 
+    /// `POST /admin/decommission`: takes this running node out of the
+    /// cluster. Gossip spreads its removal at its own incarnation; every
+    /// member then places its shards on the others, this one included, and
+    /// the hand-off worker moves what it holds to their new replicas.
+    /// Asking again is harmless.
+    /// The removal is persisted before this returns, so a crash cannot bring
+    /// the node back as a member; it never is again (only a wiped data dir
+    /// joins anew).
+    pub fn retire(&self) -> Result<(), MembershipError> {
+        if self.is_retired() {
+            return Ok(());
+        }
+        if !self.is_ready() {
+            return Err(MembershipError::NotReady);
+        }
+        let incarnation = {
+            let state = self.state.read().expect("membership lock");
+            let remaining = state.members.len().saturating_sub(1);
+            if remaining < self.rf {
+                return Err(MembershipError::TooFewMembers { remaining, rf: self.rf });
+            }
+            // The gossip worker reports this node's claim as soon as it starts.
+            state.health.get(&self.me.id).map_or(0, |(_, inc)| *inc)
+        };
+        tracing::warn!(node = %self.me.id, "decommission: leaving the cluster; every record this node holds is handed off to its new replicas");
+        self.drop_removed(&self.me.id, incarnation, &self.me.addr)?;
+        self.retire_now.notify_one();
+        Ok(())
+    }
+
+    /// Whether this node was decommissioned: it is out of its own placement,
+    /// replicates nothing, and only hands off what it still holds.
+    pub fn is_retired(&self) -> bool {
+        self.state.read().expect("membership lock").removed.contains_key(&self.me.id)
+    }
+
     /// Gives a rumor this node starts to the gossip worker, as if heard from
     /// itself, so it spreads like any other; false when the inbox is full.
     fn hand_to_worker(&self, rumor: Rumor) -> bool {
@@ -302,7 +366,11 @@ impl Membership {
     pub async fn discover(self: Arc<Self>, peers: PeerClient, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            for seed in &self.seeds {
+            // A retired node is not joining: the seeds refuse a removed member.
+            // Nor is a removed member's address asked (a retired node still
+            // answers, with a hello this node must refuse).
+            let seeds = if self.is_retired() { &[][..] } else { &self.seeds[..] };
+            for seed in seeds.iter().filter(|s| !self.is_removed_addr(s)) {
                 match peers.call::<_, HelloReply>(("seed", seed), PATH_HELLO, &self.hello(), Duration::from_secs(2)).await {
                     Ok(reply) => match self.absorb(&reply) {
                         Ok(()) => {
@@ -362,6 +430,12 @@ impl Membership {
     fn observe(&self, update: &Update) {
         self.state.write().expect("membership lock").health.insert(update.id.clone(), (update.state, update.incarnation));
         if update.id == self.me.id {
+            // Only [`Swim::retire`] makes this node's own claim `removed`.
+            if update.state == Health::Removed {
+                if let Err(e) = self.drop_removed(&update.id, update.incarnation, &update.addr) {
+                    tracing::error!(error = %e, "retirement not persisted");
+                }
+            }
             return;
         }
         let done = match update.state {
@@ -425,6 +499,10 @@ impl Membership {
         contacts.extend(self.members().into_iter().filter(|m| m.id != self.me.id).map(|m| m.addr));
         contacts.sort();
         contacts.dedup();
+        if self.is_retired() {
+            // Retired in an earlier run: this life claims removal too.
+            swim.retire(&mut rng, &mut out);
+        }
         swim.join(&contacts, &mut out);
         out.push(Output::Changed(swim.me().clone()));
         loop {
@@ -432,6 +510,7 @@ impl Membership {
             let wake = start + Duration::from_millis(swim.next_wakeup());
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => swim.tick(now(), &mut rng, &mut out),
+                _ = self.retire_now.notified() => swim.retire(&mut rng, &mut out),
                 received = inbox.recv() => match received {
                     Some(envelope) => swim.handle(now(), envelope, &mut rng, &mut out),
                     None => return,

@@ -175,3 +175,110 @@ async fn a_member_that_is_down_can_be_removed_and_its_shards_are_refilled_on_the
     })
     .await;
 }
+
+async fn decommission(c: &Client) -> (u16, serde_json::Value) {
+    let r = c.send(hyper::Method::POST, "/admin/decommission", &[], bytes::Bytes::new()).await.unwrap();
+    (r.status.as_u16(), r.json())
+}
+
+async fn drain_state(c: &Client) -> serde_json::Value {
+    c.get_path("/admin/decommission").await.unwrap().json()
+}
+
+/// Records (tombstones included) a node stores locally, from `/admin/shards`.
+async fn local_records(c: &Client) -> u64 {
+    let shards = c.get_path("/admin/shards").await.unwrap().json();
+    shards["shards"].as_array().unwrap().iter().map(|s| s["records"].as_u64().unwrap()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommissioned_node_hands_off_every_record_and_stays_out() {
+    // RF=1: the leaving node holds the only copy of its shards' records.
+    let opts = NodeOpts { rf: 1, handoff_every: Duration::from_millis(300), ..fast() };
+    let mut cluster = TestCluster::start(3, opts).await;
+    let (c1, c2, c3) = (cluster.client(0), cluster.client(1), cluster.client(2));
+    for c in [&c1, &c3] {
+        for m in ["n1", "n2", "n3"] {
+            wait_state("every member alive", c, m, "alive", Duration::from_secs(10)).await;
+        }
+    }
+    for i in 0..60 {
+        let r = c1.put(format!("k/{i}").as_bytes(), format!("v{i}"), "w=all").await.unwrap();
+        assert!(r.status.is_success(), "{}", r.text());
+    }
+    // Deletes must move too, as tombstones, or the old values would be lost
+    // with nothing to say they were deleted (and a stale copy could return).
+    for i in 0..10 {
+        assert!(c1.delete(format!("k/{i}").as_bytes(), "w=all").await.unwrap().status.is_success());
+    }
+    let before = drain_state(&c3).await;
+    assert_eq!(before["state"], "member", "{before}");
+    assert!(before["records_left"].as_u64() > Some(0), "n3 holds a share of 60 keys: {before}");
+
+    let (status, body) = decommission(&c3).await;
+    assert_eq!((status, body["state"].as_str()), (202, Some("draining")), "{body}");
+    // The leaving node still coordinates requests, for shards now placed elsewhere.
+    for i in 60..70 {
+        let r = c3.put(format!("k/{i}").as_bytes(), format!("v{i}"), "w=all").await.unwrap();
+        assert!(r.status.is_success(), "{}", r.text());
+    }
+    wait_until("n3 drained", Duration::from_secs(30), || async { drain_state(&c3).await["state"] == "drained" }).await;
+    assert_eq!(local_records(&c3).await, 0);
+    for c in [&c1, &c2] {
+        let view = c.get_path("/admin/cluster").await.unwrap().json();
+        assert!(view["removed"]["n3"].is_u64() && view["members"].as_array().unwrap().iter().all(|m| m["id"] != "n3"), "{view}");
+        assert_eq!(replicas_named(&c.get_path("/admin/shards").await.unwrap().json(), "n3"), 0);
+    }
+    // Every key, deleted or not, answers as it was written, from every node;
+    // and with RF=1 each of the 70 records is on exactly one of n1 and n2.
+    for i in 0..70 {
+        for c in [&c1, &c2, &c3] {
+            let r = c.get(format!("k/{i}").as_bytes(), "").await.unwrap();
+            if i < 10 {
+                assert_eq!(r.status, 404, "k/{i} was deleted: {}", r.text());
+            } else {
+                assert_eq!((r.status.as_u16(), r.text()), (200, format!("v{i}")), "k/{i}");
+            }
+        }
+    }
+    assert_eq!(local_records(&c1).await + local_records(&c2).await, 70);
+    let metrics = c3.get_path("/metrics").await.unwrap().text();
+    let handed = metrics.lines().find_map(|l| l.strip_prefix("hearsay_handed_off_records_total ")).and_then(|v| v.parse::<u64>().ok());
+    assert!(handed >= before["records_left"].as_u64(), "{handed:?}");
+    let ready = c3.get_path("/ready").await.unwrap();
+    assert_eq!((ready.status.as_u16(), ready.json()["error"].as_str()), (503, Some("decommissioned")));
+    // A peer whose view is behind is told so, and nothing is stored.
+    let record = hearsay::rpc::WireRecord { key: b"late".to_vec().into(), hlc: 1 << 40, node: 42, value: Some(b"x".to_vec().into()) };
+    let late = common::peer_send(&c3, hearsay::rpc::PATH_APPLY, &hearsay::rpc::ApplyBatch { records: vec![record] }).await;
+    assert_eq!((late.status.as_u16(), late.json()["error"].as_str()), (410, Some("decommissioned")), "{}", late.text());
+    assert_eq!(local_records(&c3).await, 0);
+
+    // A restart does not bring it back: its new life claims removal too, and
+    // asking again changes nothing.
+    let removed_at = c1.get_path("/admin/cluster").await.unwrap().json()["removed"]["n3"].as_u64();
+    cluster.node(2).restart().await;
+    wait_until("n1 hears n3's new life, still removed", Duration::from_secs(10), || async {
+        c1.get_path("/admin/cluster").await.unwrap().json()["removed"]["n3"].as_u64() > removed_at
+    })
+    .await;
+    assert!(c1.get_path("/admin/cluster").await.unwrap().json()["members"].as_array().unwrap().iter().all(|m| m["id"] != "n3"));
+    assert_eq!(decommission(&c3).await.1["state"], "drained");
+    assert_eq!(replicas_named(&c3.get_path("/admin/shards").await.unwrap().json(), "n3"), 0, "not in its own placement either");
+    for i in 70..80 {
+        let r = c3.put(format!("k/{i}").as_bytes(), format!("v{i}"), "w=all").await.unwrap();
+        assert!(r.status.is_success(), "{}", r.text());
+        assert_eq!(c1.get(format!("k/{i}").as_bytes(), "").await.unwrap().text(), format!("v{i}"));
+    }
+    assert_eq!(local_records(&c3).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_not_decommissioned_below_the_replication_factor() {
+    let cluster = TestCluster::start(2, NodeOpts { rf: 2, ..fast() }).await;
+    let c2 = cluster.client(1);
+    let (status, body) = decommission(&c2).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("not_decommissionable")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("1 members for replication factor 2"), "{body}");
+    assert_eq!(drain_state(&c2).await["state"], "member");
+    assert_eq!(c2.get_path("/ready").await.unwrap().status, 200);
+}

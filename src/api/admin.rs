@@ -1,4 +1,5 @@
-//! Operational routes: `/health`, `/ready`, `/metrics`, `/admin/shards`.
+//! Operational routes: `/health`, `/ready`, `/metrics`, `/admin/shards`,
+//! cluster membership and decommissioning.
 
 use super::AppState;
 use crate::types::ShardId;
@@ -13,9 +14,14 @@ pub async fn health() -> Json<serde_json::Value> {
 }
 
 /// Ready once storage is open (it is before the listener serves) and every
-/// seed has answered, so placement is computed over the whole cluster.
+/// seed has answered, so placement is computed over the whole cluster. A
+/// decommissioned node is never ready: load balancers should stop sending
+/// it requests (it still forwards those it gets).
 pub async fn ready(State(st): State<AppState>) -> Response {
-    if st.repl.membership.is_ready() {
+    if st.repl.membership.is_retired() {
+        let err = super::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "decommissioned", "this node left the cluster for good");
+        err.into_response()
+    } else if st.repl.membership.is_ready() {
         (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
     } else {
         let err = super::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "waiting for seeds to answer");
@@ -56,6 +62,38 @@ pub async fn remove_member(
         Err(e @ E::Busy) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())),
         Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
     }
+}
+
+/// `POST /admin/decommission`: takes this node out of the cluster and hands
+/// off everything it holds; `202` with the progress of
+/// [`decommission_status`].
+pub async fn decommission(State(st): State<AppState>) -> Result<Response, super::error::ApiError> {
+    use super::error::ApiError;
+    use crate::membership::MembershipError as E;
+    match st.repl.membership.retire() {
+        Ok(()) => Ok((StatusCode::ACCEPTED, Json(drain_progress(&st))).into_response()),
+        Err(e @ E::TooFewMembers { .. }) => Err(ApiError::new(StatusCode::CONFLICT, "not_decommissionable", e.to_string())),
+        Err(e @ E::NotReady) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string())),
+        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
+    }
+}
+
+/// `GET /admin/decommission`: `member`, or `draining` while this node still
+/// holds records, then `drained` (safe to stop and wipe).
+pub async fn decommission_status(State(st): State<AppState>) -> Json<serde_json::Value> {
+    Json(drain_progress(&st))
+}
+
+fn drain_progress(st: &AppState) -> serde_json::Value {
+    let storage = st.repl.kv.storage();
+    let held: Vec<u64> = (0..storage.shard_count()).map(|s| storage.counts(ShardId(s)).records).filter(|n| *n > 0).collect();
+    let records: u64 = held.iter().sum();
+    let state = match (st.repl.membership.is_retired(), records) {
+        (false, _) => "member",
+        (true, 0) => "drained",
+        (true, _) => "draining",
+    };
+    json!({ "node": st.node, "state": state, "records_left": records, "shards_left": held.len() })
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {

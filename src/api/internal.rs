@@ -49,8 +49,19 @@ fn reply<T: Serialize>(msg: &T) -> Response {
     resp
 }
 
+/// A decommissioned node takes no more records: a peer whose view is behind
+/// hears so, keeps the write in its retry buffer (never acknowledging it on
+/// this node's word) and finds the new replica once gossip reaches it.
+fn refuse_if_retired(st: &AppState) -> Result<(), ApiError> {
+    if st.repl.membership.is_retired() {
+        return Err(ApiError::new(StatusCode::GONE, "decommissioned", format!("{} left the cluster and takes no records", st.node)));
+    }
+    Ok(())
+}
+
 pub async fn apply(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let batch: ApplyBatch = accept(&st, &uri, &headers, body).await?;
+    refuse_if_retired(&st)?;
     // Validate the whole batch first, so a bad record applies nothing.
     let records = batch
         .records
@@ -172,6 +183,7 @@ pub async fn fetch(State(st): State<AppState>, uri: Uri, headers: HeaderMap, bod
 
 pub async fn sync(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let req: SyncRequest = accept(&st, &uri, &headers, body).await?;
+    refuse_if_retired(&st)?;
     let shard = check_shard(&st, req.shard, req.shards)?;
     let addr = st.repl.membership.addr_of(&req.peer).ok_or_else(|| ApiError::bad_request(format!("unknown peer {:?}", req.peer)))?;
     let ex = crate::repair::exchange::Exchange::new(&st.repl, (&req.peer, &addr), shard, std::time::Duration::from_secs(600));

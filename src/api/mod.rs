@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/mail", get(admin::mail))
         .route("/admin/cluster", get(admin::cluster))
         .route("/admin/members/{id}/remove", post(admin::remove_member))
+        .route("/admin/decommission", get(admin::decommission_status).post(admin::decommission))
         .route("/admin/anti-entropy", get(repair::status).post(repair::start))
         .route("/admin/anti-entropy/schedule", axum::routing::put(repair::schedule))
         .route("/admin/anti-entropy/{run_id}", axum::routing::delete(repair::cancel))

@@ -3,7 +3,8 @@
 //! how a new member gets its share), and placement with bounded loads can
 //! replace every replica of a shard in one join. Without a hand-off, that
 //! shard's data would stay on nodes no request asks, and would come back
-//! stale if the shard ever returned to them.
+//! stale if the shard ever returned to them. A decommissioned node
+//! replicates nothing, so this is also how it drains.
 //!
 //! A round takes a snapshot of the shard's (key, version) pairs, pushes the
 //! shard to every replica with the anti-entropy exchange (only what a
@@ -33,6 +34,7 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(600);
 /// its cluster, hands off each shard it holds records of but does not replicate.
 pub async fn worker(repl: Arc<Replication>, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let mut drained_said = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -41,7 +43,12 @@ pub async fn worker(repl: Arc<Replication>, every: Duration, shutdown: impl std:
         if !repl.membership.is_ready() {
             continue;
         }
-        for shard in foreign_shards(&repl) {
+        let foreign = foreign_shards(&repl);
+        if repl.membership.is_retired() && foreign.is_empty() && !drained_said {
+            tracing::warn!("decommission done: every record was handed off; this node can be stopped and its data dir wiped");
+        }
+        drained_said = repl.membership.is_retired() && foreign.is_empty();
+        for shard in foreign {
             match hand_off(&repl, shard).await {
                 Ok(HandOff::Dropped(0)) => {}
                 Ok(HandOff::Dropped(n)) => {

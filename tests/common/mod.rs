@@ -311,14 +311,19 @@ pub async fn mail_for(c: &Client, peer: &str) -> serde_json::Value {
 /// Sends a signed peer-protocol request, as another member would, and
 /// decodes the reply.
 pub async fn peer_call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(c: &Client, path: &str, req: &Req) -> Resp {
-    use hearsay::rpc::codec;
+    let r = peer_send(c, path, req).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    hearsay::rpc::codec::decode(&r.body).unwrap()
+}
+
+/// A signed peer-protocol request, as another member would send it; the
+/// reply as it came.
+pub async fn peer_send<Req: serde::Serialize>(c: &Client, path: &str, req: &Req) -> hearsay::client::Response {
     use hearsay::rpc::mac::{MacKey, HEADER};
-    let body = codec::encode(req);
+    let body = hearsay::rpc::codec::encode(req);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let auth = MacKey::from_secret(SECRET).unwrap().sign("POST", path, now, "test", &body);
-    let r = c.send(hyper::Method::POST, path, &[(HEADER, &auth)], body.into()).await.unwrap();
-    assert_eq!(r.status, 200, "{path}: {}", r.text());
-    codec::decode(&r.body).unwrap()
+    c.send(hyper::Method::POST, path, &[(HEADER, &auth)], body.into()).await.unwrap()
 }
 
 /// Writes records straight into one node's store through a signed
