@@ -80,6 +80,15 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Take a running node out of the cluster for good: its shards move to
+    /// the other members and it hands off every record it holds.
+    Decommission {
+        #[command(flatten)]
+        target: Target,
+        /// Wait until every record is handed off, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Cluster members, shards whose replicas differ, retry buffers.
     Status {
         #[command(flatten)]

@@ -116,6 +116,7 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Repair { target, shard, mode, wait } => repair(&target, shard, &mode, wait).await,
+        Command::Decommission { target, wait } => decommission(&target, wait).await,
         Command::Status { target } => status(&target).await,
         Command::Admin { target, path } => {
             out!("{}", serde_json::to_string_pretty(&admin_json(&client(&target)?, &path).await?)?);
@@ -181,6 +182,24 @@ async fn repair(target: &Target, shards: Vec<u32>, mode: &str, wait: bool) -> Re
         }
         return Ok(());
     }
+}
+
+async fn decommission(target: &Target, wait: bool) -> Result<()> {
+    let c = client(target)?;
+    let resp = c.send(hyper::Method::POST, "/admin/decommission", &[], Bytes::new()).await?;
+    expect_success(&resp)?;
+    let mut progress = resp.json();
+    out!("{} is leaving the cluster; its records go to their new replicas", progress["node"].as_str().unwrap_or("the node"));
+    while wait && progress["state"] != "drained" {
+        eprint!("\r{} records in {} shards left to hand off   ", progress["records_left"], progress["shards_left"]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        progress = admin_json(&c, "/admin/decommission").await?;
+    }
+    if wait {
+        eprintln!();
+        out!("drained: every record was handed off; stop the node and wipe its data dir");
+    }
+    Ok(())
 }
 
 async fn status(target: &Target) -> Result<()> {
