@@ -251,6 +251,8 @@ async fn a_decommissioned_node_hands_off_every_record_and_stays_out() {
     let record = hearsay::rpc::WireRecord { key: b"late".to_vec().into(), hlc: 1 << 40, node: 42, value: Some(b"x".to_vec().into()) };
     let late = common::peer_send(&c3, hearsay::rpc::PATH_APPLY, &hearsay::rpc::ApplyBatch { records: vec![record] }).await;
     assert_eq!((late.status.as_u16(), late.json()["error"].as_str()), (410, Some("decommissioned")), "{}", late.text());
+    let read = common::peer_send(&c3, hearsay::rpc::PATH_READ, &hearsay::rpc::ReadRequest { key: b"k/20".to_vec().into() }).await;
+    assert_eq!(read.status, 410, "a read is not answered from the emptied copy: {}", read.text());
     assert_eq!(local_records(&c3).await, 0);
 
     // A restart does not bring it back: its new life claims removal too, and

@@ -49,9 +49,11 @@ fn reply<T: Serialize>(msg: &T) -> Response {
     resp
 }
 
-/// A decommissioned node takes no more records: a peer whose view is behind
-/// hears so, keeps the write in its retry buffer (never acknowledging it on
-/// this node's word) and finds the new replica once gossip reaches it.
+/// A decommissioned node takes no more records and answers no reads: a peer
+/// whose view is behind hears so, keeps a write in its retry buffer (never
+/// acknowledging it on this node's word), takes a read from the other
+/// replicas (not this node's emptied or outdated copy), and finds the new
+/// replicas once gossip reaches it.
 fn refuse_if_retired(st: &AppState) -> Result<(), ApiError> {
     if st.repl.membership.is_retired() {
         return Err(ApiError::new(StatusCode::GONE, "decommissioned", format!("{} left the cluster and takes no records", st.node)));
@@ -82,6 +84,7 @@ pub async fn apply(State(st): State<AppState>, uri: Uri, headers: HeaderMap, bod
 
 pub async fn read(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let req: ReadRequest = accept(&st, &uri, &headers, body).await?;
+    refuse_if_retired(&st)?;
     let key = Key::new(req.key)?;
     let record = st.repl.kv.read(&key)?.map(|r| WireRecord::new(&key, &r));
     Ok(reply(&ReadReply { record }))
