@@ -1,6 +1,6 @@
 //! Seeded random faults on real in-process nodes: a nemesis cuts, delays
 //! and heals links and stops and restarts nodes, and after each fault two
-//! writers put and delete a few keys at every consistency level through
+//! writers put and delete a few keys (six to a Merkle leaf) at every consistency level through
 //! every running node, with a retry buffer small enough to overflow. Then everything heals, one ring run
 //! repairs, and the cluster must hold, on every replica, one state in which
 //! no acknowledged write is lost. The seed picks every operation and fault;
@@ -40,8 +40,26 @@ fn opts() -> NodeOpts {
     NodeOpts { retry_max_records: 30, write_timeout: Duration::from_millis(800), gossip, ..NodeOpts::default() }
 }
 
+/// Keys come in groups sharing a Merkle leaf (and so a shard), so a repair
+/// that moved only part of a differing leaf would leave roots unequal.
+const PER_LEAF: usize = 6;
+
 fn key(k: usize) -> Vec<u8> {
-    format!("fault/{k}").into_bytes()
+    static KEYS_BY_INDEX: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    let keys = KEYS_BY_INDEX.get_or_init(|| {
+        let shards = opts().shards.expect("a fixed shard count");
+        let slot = |k: &[u8]| (hearsay::types::shard_of(k, shards), hearsay::merkle::leaf_of(k));
+        let mut keys = Vec::with_capacity(KEYS);
+        for group in 0..KEYS / PER_LEAF {
+            let first = format!("fault/{group}").into_bytes();
+            let target = slot(&first);
+            keys.push(first);
+            let mates = (0..).map(|i| format!("fault/{group}/{i}").into_bytes()).filter(|k| slot(k) == target);
+            keys.extend(mates.take(PER_LEAF - 1));
+        }
+        keys
+    });
+    keys[k].clone()
 }
 
 /// A burst of puts and deletes by one writer through random running nodes.
