@@ -261,6 +261,12 @@ async fn unauthenticated_or_malformed_peer_requests_change_nothing() {
         assert_eq!(r.status, status, "{}", r.text());
         assert!(r.json()["error"].is_string());
     }
+    // The same batch from a build of the previous format is refused by name.
+    let older = [&[codec::FORMAT - 1][..], &batch[1..]].concat();
+    let auth = good.sign("POST", "/internal/apply", now, "n2", &older);
+    let r = c.send(Method::POST, "/internal/apply", &[(HEADER, &auth)], Bytes::from(older)).await.unwrap();
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["message"].as_str().unwrap().contains("runs another hearsay version"), "{}", r.text());
     assert_eq!(c.get(b"forged", "r=all").await.unwrap().status, StatusCode::NOT_FOUND);
     assert_eq!(local_keys(&c).await, 0);
     // The same request, properly signed, is accepted: the refusals above were about auth.

@@ -40,7 +40,30 @@ async fn accept<T: DeserializeOwned>(st: &AppState, uri: &Uri, headers: &HeaderM
         }
         signed.check_fresh(now).map_err(refused)?;
     }
-    codec::decode(&body).map_err(|e| ApiError::bad_request(e.to_string()))
+    codec::decode(&body).map_err(|e| {
+        if let codec::CodecError::UnknownFormat(theirs) = e {
+            warn_other_format(theirs);
+        }
+        ApiError::bad_request(e.to_string())
+    })
+}
+
+/// A peer of another message format is a node of another build: nothing it
+/// sends can be read, so this is worth an operator's attention, but at most
+/// once per 30 s (gossip alone sends several messages a second).
+fn warn_other_format(theirs: u8) {
+    static LAST_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = SystemClock.now_ms();
+    let last = LAST_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if now.saturating_sub(last) >= 30_000
+        && LAST_MS.compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!(
+            peer_format = theirs,
+            this_format = codec::FORMAT,
+            "a peer speaks another message format (it runs another hearsay version); the two cannot exchange data until every node runs the same version"
+        );
+    }
 }
 
 fn reply<T: Serialize>(msg: &T) -> Response {

@@ -178,14 +178,16 @@ mod tests {
         let bytes = codec::encode(&env);
         assert_eq!(
             bytes,
-            [1, 2, b'n', b'1', 3, b'h', b':', b'1', 3, 0, 0, 7, 2, b'n', b'2', 1, 0, 2, b'n', b'1', 3, b'h', b':', b'2', 3, 1]
+            [codec::FORMAT, 2, b'n', b'1', 3, b'h', b':', b'1', 3, 0, 0, 7, 2, b'n', b'2', 1, 0, 2, b'n', b'1', 3, b'h', b':', b'2', 3, 1]
         );
         assert_eq!(codec::decode::<Envelope>(&bytes).unwrap(), env);
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bytes in [&[][..], &[1], &[1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f], &[1, 0, 1, b'x', 9, 9, 9, 9, 9], &[2, 0]] {
+        // Empty; a format alone; huge lengths; truncated strings; another format.
+        let f = codec::FORMAT;
+        for bytes in [&[][..], &[f], &[f, 0, 0xff, 0xff, 0xff, 0xff, 0x0f], &[f, 0, 1, b'x', 9, 9, 9, 9, 9], &[f + 1, 0]] {
             assert!(codec::decode::<Envelope>(bytes).is_err(), "{bytes:?}");
         }
         let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(1);

@@ -5,6 +5,8 @@
 
 pub mod client;
 pub mod codec;
+#[cfg(test)]
+mod fingerprint;
 pub mod mac;
 
 use crate::types::{check_key_len, Key, KeyError, Record, Version};
