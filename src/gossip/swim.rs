@@ -246,15 +246,8 @@ impl Swim {
     }
 
     /// Announces that this member leaves on purpose, to `fanout` members now.
-    /// A retired member stays removed: leaving is weaker news.
     pub fn leave(&mut self, rng: &mut impl Rng, out: &mut Vec<Output>) {
-        if self.me.state == State::Removed {
-            return;
-        }
-        self.me.state = State::Left;
-        self.rumors.push(Rumor::Member(self.me.clone()));
-        out.push(Output::Changed(self.me.clone()));
-        self.gossip(rng, out);
+        self.claim_own(State::Left, rng, out);
     }
 
     /// Takes this member out of the cluster for good (a decommission): it
@@ -262,10 +255,16 @@ impl Swim {
     /// and never out-bids that claim again. It keeps running the protocol so
     /// its view stays current while it hands its data off.
     pub fn retire(&mut self, rng: &mut impl Rng, out: &mut Vec<Output>) {
+        self.claim_own(State::Removed, rng, out);
+    }
+
+    /// Sets this member's own state and tells `fanout` members now. A
+    /// retired member stays removed: any other news of it is weaker.
+    fn claim_own(&mut self, state: State, rng: &mut impl Rng, out: &mut Vec<Output>) {
         if self.me.state == State::Removed {
             return;
         }
-        self.me.state = State::Removed;
+        self.me.state = state;
         self.rumors.push(Rumor::Member(self.me.clone()));
         out.push(Output::Changed(self.me.clone()));
         self.gossip(rng, out);
