@@ -206,6 +206,14 @@ async fn status(target: &Target) -> Result<()> {
     let c = client(target)?;
     let cluster = admin_json(&c, "/admin/cluster").await?;
     out!("cluster of {} members, {} shards", cluster["members"].as_array().map_or(0, Vec::len), cluster["shard_count"]);
+    if let Some(removed) = cluster["removed"].as_object().filter(|r| !r.is_empty()) {
+        out!("removed: {}", removed.keys().cloned().collect::<Vec<_>>().join(", "));
+    }
+    let drain = admin_json(&c, "/admin/decommission").await.unwrap_or_default();
+    if let Some(state) = drain["state"].as_str().filter(|s| *s != "member") {
+        let node = cluster["node"].as_str().unwrap_or("this node");
+        out!("{node} is decommissioned: {state}, {} records left to hand off", drain["records_left"]);
+    }
     let schedule = admin_json(&c, "/admin/anti-entropy").await?["schedule"].clone();
     let limit = match schedule["max_bytes_per_sec"].as_u64().unwrap_or(0) {
         0 => "unlimited".to_string(),
