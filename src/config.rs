@@ -67,8 +67,11 @@ pub struct NodeConfig {
     /// than any read or repair hop that began before it can still run.
     pub purge_delay: Duration,
     /// How often the node looks for shards it holds records of but no
-    /// longer replicates, to hand them off ([`crate::repair::handoff`]).
-    pub handoff_every: Duration,
+    /// longer replicates, to hand them off ([`crate::repair::handoff`]), on
+    /// top of the look it takes at start and after each placement change.
+    /// `None` turns hand-off off: only tests that need a stale copy to stay
+    /// put use that.
+    pub handoff_every: Option<Duration>,
     /// The gossip failure detector's timings (DESIGN.md §6 defaults).
     pub gossip: crate::gossip::SwimConfig,
 }
@@ -115,7 +118,7 @@ impl NodeConfig {
             max_clock_drift: Duration::from_millis(crate::clock::DEFAULT_MAX_DRIFT_MS),
             tombstone_grace: Some(DEFAULT_TOMBSTONE_GRACE),
             purge_delay: DEFAULT_PURGE_DELAY,
-            handoff_every: crate::repair::handoff::HANDOFF_EVERY,
+            handoff_every: Some(crate::repair::handoff::HANDOFF_EVERY),
             gossip: crate::gossip::SwimConfig::default(),
         }
     }

@@ -94,6 +94,8 @@ pub struct Membership {
     inbox_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Envelope>>>,
     /// Wakes the gossip worker to spread the retirement.
     retire_now: tokio::sync::Notify,
+    /// Bumped whenever placement is rebuilt, so data can follow it at once.
+    placement_generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Membership {
@@ -139,6 +141,7 @@ impl Membership {
             settings: tokio::sync::watch::Sender::new(BTreeMap::new()),
             inbox_rx: std::sync::Mutex::new(Some(rx)),
             retire_now: tokio::sync::Notify::new(),
+            placement_generation: tokio::sync::watch::Sender::new(0),
         };
         m.rebuild(&mut m.state.write().expect("membership lock"));
         Ok(m)
@@ -147,6 +150,12 @@ impl Membership {
     fn rebuild(&self, state: &mut State) {
         let ids: Vec<NodeId> = state.members.keys().filter_map(|n| NodeId::new(n).ok()).collect();
         state.placement = Arc::new(PlacementTable::new(&ids, self.shards, self.rf));
+        self.placement_generation.send_modify(|g| *g += 1);
+    }
+
+    /// Changes whenever placement does (a join, a removal, a decommission).
+    pub fn placement_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.placement_generation.subscribe()
     }
 
     pub fn me(&self) -> &Member {

@@ -121,7 +121,9 @@ pub async fn run_with_storage(
     };
     let ae = Arc::new(crate::repair::AntiEntropy::open(repl.clone(), initial, purge_policy(&config)).map_err(storage_error)?);
     workers.push(tokio::spawn(ae.clone().scheduler(stopped())));
-    workers.push(tokio::spawn(crate::repair::handoff::worker(repl.clone(), config.handoff_every, stopped())));
+    if let Some(every) = config.handoff_every {
+        workers.push(tokio::spawn(crate::repair::handoff::worker(repl.clone(), every, stopped())));
+    }
     let state = AppState::new(crate::api::Shared {
         repl: repl.clone(),
         ae: ae.clone(),

@@ -324,7 +324,7 @@ async fn the_repair_bandwidth_limit_is_set_cluster_wide_and_paces_a_run() {
 /// readable, and each record ends up on exactly one node, its replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_hands_moved_shards_to_their_new_replicas() {
-    let base = NodeOpts { rf: 1, handoff_every: Duration::from_millis(200), ..opts() };
+    let base = NodeOpts { rf: 1, handoff_every: Some(Duration::from_millis(200)), ..opts() };
     let mut cluster = TestCluster::start(2, base.clone()).await;
     let keys: Vec<String> = (0..120).map(|i| format!("moved/{i}")).collect();
     for k in &keys {
@@ -364,7 +364,7 @@ async fn counter(c: &Client, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_off_keeps_the_records_until_every_replica_took_them() {
-    let base = NodeOpts { rf: 2, handoff_every: Duration::from_millis(200), ..opts() };
+    let base = NodeOpts { rf: 2, handoff_every: Some(Duration::from_millis(200)), ..opts() };
     let mut cluster = TestCluster::start(2, base.clone()).await;
     let keys: Vec<String> = (0..60).map(|i| format!("kept/{i}")).collect();
     for k in &keys {

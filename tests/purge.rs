@@ -157,7 +157,7 @@ async fn mail_older_than_the_grace_is_dropped_and_repaired_instead() {
 async fn a_copy_that_missed_a_purge_cannot_bring_the_deleted_value_back() {
     // n4's copy must still be there when the shard "comes back": no hand-off
     // round may push it away first.
-    let cluster = TestCluster::start(4, NodeOpts { handoff_every: Duration::from_secs(3600), ..purging() }).await;
+    let cluster = TestCluster::start(4, NodeOpts { handoff_every: None, ..purging() }).await;
     let shards = purging().shards.unwrap();
     let members: Vec<NodeId> = (1..=4).map(|i| NodeId::new(&format!("n{i}")).unwrap()).collect();
     let n4 = &members[3];

@@ -25,22 +25,46 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often a node looks for shards to hand off, by default.
+/// How often a node looks for shards to hand off, by default, besides at
+/// start and after each change of placement.
 pub const HANDOFF_EVERY: Duration = Duration::from_secs(10);
+/// How long after a start or a change of placement a round begins: time for
+/// a burst of changes to end and for gossip to tell the new replicas, which
+/// must count themselves replicas before anything is dropped here.
+const SETTLE: Duration = Duration::from_secs(1);
+/// The first retry after a round had to leave records behind; it doubles
+/// up to the regular interval.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// Deadline of one push to one replica.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Worker: every `every` ([`HANDOFF_EVERY`] by default), once this node knows
-/// its cluster, hands off each shard it holds records of but does not replicate.
+/// Worker: once this node knows its cluster, hands off each shard it holds
+/// records of but does not replicate: soon after start and after every
+/// change of placement (a join, a removal, a decommission), then every
+/// `every` ([`HANDOFF_EVERY`] by default), sooner while a round had to
+/// leave records behind.
 pub async fn worker(repl: Arc<Replication>, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let mut changes = repl.membership.placement_changes();
     let mut drained_said = false;
+    // A start counts as a change: what this node holds may belong elsewhere.
+    let mut wait = SETTLE.min(every);
+    let mut retry = FIRST_RETRY;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
+            Ok(()) = changes.changed() => {
+                tokio::select! {
+                    _ = tokio::time::sleep(SETTLE) => {}
+                    _ = &mut shutdown => return,
+                }
+                changes.borrow_and_update();
+            }
             _ = &mut shutdown => return,
         }
+        wait = every;
         if !repl.membership.is_ready() {
+            wait = SETTLE.min(every);
             continue;
         }
         let foreign = foreign_shards(&repl);
@@ -48,6 +72,7 @@ pub async fn worker(repl: Arc<Replication>, every: Duration, shutdown: impl std:
             tracing::warn!("decommission done: every record was handed off; this node can be stopped and its data dir wiped");
         }
         drained_said = repl.membership.is_retired() && foreign.is_empty();
+        let mut left_behind = false;
         for shard in foreign {
             match hand_off(&repl, shard).await {
                 Ok(HandOff::Dropped(0)) => {}
@@ -55,11 +80,21 @@ pub async fn worker(repl: Arc<Replication>, every: Duration, shutdown: impl std:
                     tracing::info!(shard = shard.0, records = n, "handed off a shard this node no longer replicates")
                 }
                 Ok(HandOff::Deferred { took, replicas }) => {
+                    left_behind = true;
                     repl.metrics().handoffs_deferred.inc();
                     tracing::debug!(shard = shard.0, took, replicas, "hand-off deferred until every replica takes the push");
                 }
-                Err(e) => tracing::warn!(shard = shard.0, error = %e, "hand-off failed; the next round tries again"),
+                Err(e) => {
+                    left_behind = true;
+                    tracing::warn!(shard = shard.0, error = %e, "hand-off failed; the next round tries again");
+                }
             }
+        }
+        if left_behind {
+            wait = retry.min(every);
+            retry = (retry * 2).min(every);
+        } else {
+            retry = FIRST_RETRY;
         }
     }
 }

@@ -34,7 +34,7 @@ pub struct NodeOpts {
     pub admin_token: Option<String>,
     pub tombstone_grace: Option<Duration>,
     pub purge_delay: Duration,
-    pub handoff_every: Duration,
+    pub handoff_every: Option<Duration>,
     pub max_clock_drift: Duration,
     pub gossip: hearsay::gossip::SwimConfig,
 }
@@ -56,7 +56,7 @@ impl Default for NodeOpts {
             admin_token: None,
             tombstone_grace: Some(hearsay::config::DEFAULT_TOMBSTONE_GRACE),
             purge_delay: hearsay::config::DEFAULT_PURGE_DELAY,
-            handoff_every: hearsay::repair::handoff::HANDOFF_EVERY,
+            handoff_every: Some(hearsay::repair::handoff::HANDOFF_EVERY),
             gossip: hearsay::gossip::SwimConfig::default(),
             max_clock_drift: Duration::from_millis(hearsay::clock::DEFAULT_MAX_DRIFT_MS),
         }
