@@ -300,3 +300,23 @@ async fn a_node_is_not_decommissioned_below_the_replication_factor() {
     assert_eq!(drain_state(&c2).await["state"], "member");
     assert_eq!(c2.get_path("/ready").await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cannot_say_hello_or_gossip_for_another() {
+    use hearsay::gossip::{Envelope, Message, State, Update};
+    use hearsay::rpc::{Hello, PATH_GOSSIP, PATH_HELLO};
+    let cluster = TestCluster::start(1, fast()).await;
+    let c1 = cluster.client(0);
+    // The test harness signs as "test".
+    let hello = |node: &str| Hello { node: node.into(), addr: "127.0.0.1:9".into(), shards: 8 };
+    let r = common::peer_send(&c1, PATH_HELLO, &hello("n9")).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (403, Some("sender_mismatch")), "{}", r.text());
+    let from = Update { id: "n9".into(), addr: "127.0.0.1:9".into(), incarnation: 1, state: State::Alive };
+    let r = common::peer_send(&c1, PATH_GOSSIP, &Envelope { from, msg: Message::Gossip { rumors: vec![] } }).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(health(&c1, "n9").await.0, "absent");
+    // Signed by the member it names, the same hello is taken.
+    assert_eq!(common::peer_send(&c1, PATH_HELLO, &hello("test")).await.status, 200);
+    assert_ne!(health(&c1, "test").await.0, "absent");
+}

@@ -23,7 +23,18 @@ use serde::Serialize;
 
 /// Reads, authenticates and decodes a peer request body.
 async fn accept<T: DeserializeOwned>(st: &AppState, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+    Ok(accept_from(st, uri, headers, body).await?.0)
+}
+
+/// [`accept`], and the member that signed the request (`None` under `--insecure`).
+async fn accept_from<T: DeserializeOwned>(
+    st: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(T, Option<String>), ApiError> {
     let body = read_limited(body, headers, st.max_internal_bytes).await?;
+    let mut signer = None;
     if let Some(key) = &st.mac {
         let refused = |e: crate::rpc::mac::AuthError| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
         let auth = headers.get(HEADER).and_then(|v| v.to_str().ok());
@@ -39,13 +50,29 @@ async fn accept<T: DeserializeOwned>(st: &AppState, uri: &Uri, headers: &HeaderM
             );
         }
         signed.check_fresh(now).map_err(refused)?;
+        signer = Some(signed.sender.to_string());
     }
-    codec::decode(&body).map_err(|e| {
+    let msg = codec::decode(&body).map_err(|e| {
         if let codec::CodecError::UnknownFormat(theirs) = e {
             warn_other_format(theirs);
         }
         ApiError::bad_request(e.to_string())
-    })
+    })?;
+    Ok((msg, signer))
+}
+
+/// A message that says who sends it (a hello, a gossip envelope) must be
+/// signed by that member: one node cannot speak for another, whether by a
+/// misconfigured id or by relaying.
+fn check_claim(claimed: &str, signer: Option<&str>) -> Result<(), ApiError> {
+    match signer {
+        Some(signer) if signer != claimed => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "sender_mismatch",
+            format!("the message says it is from {claimed:?}, but {signer:?} signed it"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A peer of another message format is a node of another build: nothing it
@@ -114,7 +141,8 @@ pub async fn read(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body
 }
 
 pub async fn hello(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let hello: Hello = accept(&st, &uri, &headers, body).await?;
+    let (hello, signer): (Hello, _) = accept_from(&st, &uri, &headers, body).await?;
+    check_claim(&hello.node, signer.as_deref())?;
     let membership = &st.repl.membership;
     membership
         .learn(&hello.node, &hello.addr, hello.shards)
@@ -124,7 +152,8 @@ pub async fn hello(State(st): State<AppState>, uri: Uri, headers: HeaderMap, bod
 }
 
 pub async fn gossip(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let envelope: crate::gossip::Envelope = accept(&st, &uri, &headers, body).await?;
+    let (envelope, signer): (crate::gossip::Envelope, _) = accept_from(&st, &uri, &headers, body).await?;
+    check_claim(&envelope.from.id, signer.as_deref())?;
     if !st.repl.membership.deliver(envelope) {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "gossip inbox is full"));
     }
