@@ -11,6 +11,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::gossip::{Envelope, Message, Millis, Output, Peer, Rumor, Setting, State as Health, Swim, SwimConfig, Update};
+use crate::metrics::{GossipStats, KindLabels, StateLabels};
 use crate::placement::PlacementTable;
 use crate::rpc::client::PeerClient;
 use crate::rpc::{Hello, HelloReply, PATH_GOSSIP, PATH_HELLO};
@@ -462,10 +463,11 @@ impl Membership {
         }
     }
 
-    fn perform(&self, peers: &PeerClient, out: &mut Vec<Output>) {
+    fn perform(&self, peers: &PeerClient, stats: &GossipStats, out: &mut Vec<Output>) {
         for o in out.drain(..) {
             match o {
                 Output::Send { to: Peer { id, addr }, envelope } => {
+                    stats.messages.get_or_create(&KindLabels { kind: envelope.msg.kind().to_string() }).inc();
                     let peers = peers.clone();
                     tokio::spawn(async move {
                         let name = if id.is_empty() { addr.as_str() } else { id.as_str() };
@@ -483,6 +485,7 @@ impl Membership {
                 }
                 Output::Changed(update) => {
                     if update.id != self.me.id {
+                        stats.changes.get_or_create(&StateLabels { state: update.state.name().to_string() }).inc();
                         tracing::info!(member = %update.id, state = update.state.name(), incarnation = update.incarnation, "member state changed");
                     }
                     self.observe(&update);
@@ -495,7 +498,13 @@ impl Membership {
     /// members, spreads rumors, answers what `/internal/gossip` delivers.
     /// Joins through the seeds and every member a previous run knew; on
     /// shutdown tells a few members it leaves.
-    pub async fn gossip(self: Arc<Self>, cfg: SwimConfig, peers: PeerClient, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn gossip(
+        self: Arc<Self>,
+        cfg: SwimConfig,
+        peers: PeerClient,
+        stats: GossipStats,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let Some(mut inbox) = self.inbox_rx.lock().expect("inbox lock").take() else { return };
         tokio::pin!(shutdown);
         let start = tokio::time::Instant::now();
@@ -515,7 +524,7 @@ impl Membership {
         swim.join(&contacts, &mut out);
         out.push(Output::Changed(swim.me().clone()));
         loop {
-            self.perform(&peers, &mut out);
+            self.perform(&peers, &stats, &mut out);
             let wake = start + Duration::from_millis(swim.next_wakeup());
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => swim.tick(now(), &mut rng, &mut out),
@@ -526,7 +535,7 @@ impl Membership {
                 },
                 _ = &mut shutdown => {
                     swim.leave(&mut rng, &mut out);
-                    self.perform(&peers, &mut out);
+                    self.perform(&peers, &stats, &mut out);
                     return;
                 }
             }

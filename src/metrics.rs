@@ -35,6 +35,20 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+/// What the gossip worker does and concludes, shared with it.
+#[derive(Clone, Debug, Default)]
+pub struct GossipStats {
+    /// Messages sent, by kind (ping, ack, ping-req, gossip, sync).
+    pub messages: Family<KindLabels, Counter>,
+    /// Changes this node adopted about other members, by their new state.
+    pub changes: Family<StateLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabels {
     pub shard: String,
 }
@@ -55,6 +69,7 @@ pub struct Metrics {
     pub wire: WireStats,
     /// Gossip traffic, apart from `wire` so that stays the cost of moving data.
     pub gossip_wire: WireStats,
+    pub gossip: GossipStats,
     /// Members by gossip state, set at each scrape.
     pub members: Family<StateLabels, Gauge>,
     pub mail_dropped: Family<PeerLabels, Counter>,
@@ -131,6 +146,13 @@ impl Metrics {
         registry.register("gossip_requests", "Gossip messages this node sent", gossip_wire.requests.clone());
         registry.register("gossip_bytes_sent", "Bytes of gossip messages sent", gossip_wire.bytes_sent.clone());
         registry.register("gossip_bytes_received", "Bytes of gossip replies received", gossip_wire.bytes_received.clone());
+        let gossip = GossipStats::default();
+        registry.register("gossip_messages", "Gossip messages this node sent, by kind", gossip.messages.clone());
+        registry.register(
+            "member_changes",
+            "Changes of other members' state this node adopted, by new state (suspect: a suspicion; alive: a join or a refutation)",
+            gossip.changes.clone(),
+        );
         let members = Family::<StateLabels, Gauge>::default();
         registry.register("members", "Members of the view by gossip state (alive, suspect, dead, left, unknown)", members.clone());
         registry.register("mail_dropped", "Records dropped because a peer's retry buffer was full", mail_dropped.clone());
@@ -173,6 +195,7 @@ impl Metrics {
             quarantined,
             wire,
             gossip_wire,
+            gossip,
             members,
             mail_dropped,
             mail_pending,

@@ -112,7 +112,8 @@ pub async fn run_with_storage(
     workers.push(tokio::spawn(membership.clone().discover(peers.clone(), stopped())));
     // Gossip gets its own byte counters: the peer_bytes metrics stay the cost of moving data.
     let gossip_peers = PeerClient::new(config.node_id.name(), mac.clone(), config.links.0.clone(), metrics.gossip_wire.clone());
-    workers.push(tokio::spawn(membership.clone().gossip(config.gossip.clone(), gossip_peers, stopped())));
+    let gossip_stats = metrics.gossip.clone();
+    workers.push(tokio::spawn(membership.clone().gossip(config.gossip.clone(), gossip_peers, gossip_stats, stopped())));
     let initial = crate::repair::Schedule {
         enabled: config.anti_entropy_enabled,
         interval_secs: config.anti_entropy_interval_secs,

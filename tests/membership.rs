@@ -49,6 +49,14 @@ async fn a_node_cut_off_is_declared_dead_and_alive_again_once_the_network_heals(
     }
     let gossip_sent = metrics.lines().find_map(|l| l.strip_prefix("hearsay_gossip_requests_total ")).and_then(|v| v.parse::<u64>().ok());
     assert!(gossip_sent.is_some_and(|n| n > 0), "gossip traffic is counted: {gossip_sent:?}");
+    // What gossip did and concluded: probes by kind, and n3's fall.
+    let count = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok()).unwrap_or(0);
+    for kind in ["ping", "ack", "ping-req"] {
+        assert!(count(&format!("hearsay_gossip_messages_total{{kind=\"{kind}\"}}")) > 0, "{kind} messages are counted");
+    }
+    for state in ["suspect", "dead"] {
+        assert!(count(&format!("hearsay_member_changes_total{{state=\"{state}\"}}")) >= 1, "n3 marked {state} is counted");
+    }
     // A ring run does not wait for a replica gossip holds dead.
     let run = common::repair(&c1, serde_json::json!({})).await;
     let skipped = run["replicas_skipped"].as_array().unwrap();
