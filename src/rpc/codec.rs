@@ -2,7 +2,7 @@
 //! Decoding never panics and never allocates more than the input implies.
 //! The format byte names the encoding of every message type, so a node
 //! refuses a peer of another format by name instead of misreading it; the
-//! [`super::fingerprint`] test makes every wire change raise it.
+//! `rpc::fingerprint` test makes every wire change raise it.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
