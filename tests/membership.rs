@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{wait_until, NodeOpts, TestCluster, TestNode};
+use common::{local_records, wait_until, NodeOpts, TestCluster, TestNode};
 use hearsay::client::Client;
 use hearsay::gossip::SwimConfig;
 use std::time::Duration;
@@ -191,12 +191,6 @@ async fn decommission(c: &Client) -> (u16, serde_json::Value) {
 
 async fn drain_state(c: &Client) -> serde_json::Value {
     c.get_path("/admin/decommission").await.unwrap().json()
-}
-
-/// Records (tombstones included) a node stores locally, from `/admin/shards`.
-async fn local_records(c: &Client) -> u64 {
-    let shards = c.get_path("/admin/shards").await.unwrap().json();
-    shards["shards"].as_array().unwrap().iter().map(|s| s["records"].as_u64().unwrap()).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

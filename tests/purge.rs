@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{all_roots_equal, local_keys, mail_for, peer_call, plant, repair, wait_until, NodeOpts, TestCluster};
+use common::{all_roots_equal, local_keys, local_records, mail_for, peer_call, plant, repair, wait_until, NodeOpts, TestCluster};
 use hearsay::client::Client;
 use hearsay::placement::PlacementTable;
 use hearsay::rpc::{SyncMode, SyncReport, SyncRequest, TreeReply, TreeRequest, PATH_SYNC, PATH_TREE};
@@ -27,12 +27,6 @@ fn purging() -> NodeOpts {
         max_clock_drift: Duration::from_secs(1),
         ..opts()
     }
-}
-
-/// Records (values and tombstones) a node holds, summed over its shards.
-async fn local_records(c: &Client) -> u64 {
-    let shards = c.get_path("/admin/shards").await.unwrap().json();
-    shards["shards"].as_array().unwrap().iter().map(|s| s["records"].as_u64().unwrap()).sum()
 }
 
 /// Waits until every node in `cs` holds `n` records (purges run a moment

@@ -298,8 +298,17 @@ pub fn seed() -> u64 {
 
 /// Sum of live keys a node stores locally, from `/admin/shards`.
 pub async fn local_keys(c: &Client) -> u64 {
+    shard_sum(c, "keys").await
+}
+
+/// Records (values and tombstones) a node stores locally, from `/admin/shards`.
+pub async fn local_records(c: &Client) -> u64 {
+    shard_sum(c, "records").await
+}
+
+async fn shard_sum(c: &Client, field: &str) -> u64 {
     let shards = c.get_path("/admin/shards").await.unwrap().json();
-    shards["shards"].as_array().unwrap().iter().map(|s| s["keys"].as_u64().unwrap()).sum()
+    shards["shards"].as_array().unwrap().iter().map(|s| s[field].as_u64().unwrap()).sum()
 }
 
 /// A node's retry-buffer stats for one peer.
