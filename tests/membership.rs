@@ -322,3 +322,72 @@ async fn a_node_cannot_say_hello_or_gossip_for_another() {
     assert_eq!(common::peer_send(&c1, PATH_HELLO, &hello("test")).await.status, 200);
     assert_ne!(health(&c1, "test").await.0, "absent");
 }
+
+/// Two writers put through every node, the leaving one included, before,
+/// during and after a decommission. RF=1, so each record has one home and
+/// views disagree for a moment about where: every write acknowledged must
+/// still be there, at its version or newer, once the drain is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_decommission_are_not_lost() {
+    use hearsay::types::Version;
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let seed = common::seed();
+    let cluster = TestCluster::start(3, NodeOpts { rf: 1, ..fast() }).await;
+    let clients = cluster.clients();
+    for c in &clients {
+        for m in ["n1", "n2", "n3"] {
+            wait_state("every member alive", c, m, "alive", Duration::from_secs(10)).await;
+        }
+    }
+    let acked: Arc<Mutex<BTreeMap<usize, Version>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let (clients, acked, stop) = (clients.clone(), acked.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut rng = rand::rngs::SmallRng::seed_from_u64(seed ^ w);
+                let mut sent = 0;
+                while !stop.load(Ordering::Relaxed) && sent < 20_000 {
+                    sent += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let (k, c) = (rng.gen_range(0..40usize), &clients[rng.gen_range(0..clients.len())]);
+                    let Ok(r) = c.put(format!("d/{k}").as_bytes(), format!("w{w}-{sent}"), "w=one").await else { continue };
+                    if r.status.is_success() {
+                        let v: Version = r.header("x-hearsay-version").expect("a version").parse().expect("a version");
+                        let mut acked = acked.lock().unwrap();
+                        let newest = acked.entry(k).or_default();
+                        *newest = (*newest).max(v);
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(decommission(&clients[2]).await.0, 202);
+    wait_until("n3 drained", Duration::from_secs(30), || async { drain_state(&clients[2]).await["state"] == "drained" }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = 0;
+    for w in writers {
+        sent += w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    eprintln!("seed {seed}: {sent} puts, {} keys acknowledged", acked.len());
+    assert!(acked.len() > 20, "seed {seed}: the writers got through: {}", acked.len());
+    wait_until("every acknowledged write readable at its version or newer", Duration::from_secs(30), || async {
+        for (k, newest) in &acked {
+            let r = clients[0].get(format!("d/{k}").as_bytes(), "").await.unwrap();
+            let held: Option<Version> = r.header("x-hearsay-version").and_then(|v| v.parse().ok());
+            if r.status != 200 || held < Some(*newest) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(local_records(&clients[2]).await, 0, "seed {seed}: n3 took no records after it retired");
+}
