@@ -19,9 +19,11 @@
 //! - [`client`]    HTTP client for the API (CLI, bench, tests)
 //! - [`process`]   launching `hearsay serve` child processes
 //! - [`bench`](mod@bench) the load generator and scenarios behind `hearsay bench`
+//! - [`allocator`] the binary's global allocator (mimalloc, reusing sled's log buffers)
 //!
 //! The binary is `main.rs` (running each subcommand) and `cli.rs` (its flags).
 
+pub mod allocator;
 pub mod api;
 pub mod bench;
 pub mod client;

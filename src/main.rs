@@ -17,9 +17,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 // sled clones node buffers on every write; glibc malloc spent ~15% of a PUT's
-// server CPU in _int_malloc/malloc_consolidate, mimalloc far less.
+// server CPU in _int_malloc/malloc_consolidate, mimalloc far less. The wrapper
+// also reuses sled's 8 MiB log buffers (see `hearsay::allocator`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: hearsay::allocator::Allocator = hearsay::allocator::Allocator::new();
 
 /// `println!` that returns an error where `println!` would panic: when
 /// stdout is closed early (`hearsay status | head`).
