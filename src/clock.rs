@@ -6,9 +6,11 @@
 //! drift ([`Hlc::check_drift`]): one node with a wildly wrong clock must not
 //! drag every clock in the cluster (persistently) into the future.
 //! [`PeerClocks`] estimates how far each peer's clock is from this node's,
-//! so a clock drifting apart shows up long before its requests are refused.
+//! so a clock drifting apart shows up long before its requests are refused;
+//! a node whose clock most of its peers find far behind theirs is ahead, and
+//! stamps nothing ([`Hlc::check_trusted`]) until its clock is put right.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -46,6 +48,26 @@ impl Clock for ManualClock {
     }
 }
 
+/// The system clock shifted by an offset tests set and change, to play a
+/// node whose clock jumps.
+#[derive(Debug, Default)]
+pub struct SkewedClock(AtomicI64);
+
+impl SkewedClock {
+    pub fn new(offset_ms: i64) -> Arc<SkewedClock> {
+        Arc::new(SkewedClock(AtomicI64::new(offset_ms)))
+    }
+    pub fn set_offset(&self, offset_ms: i64) {
+        self.0.store(offset_ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for SkewedClock {
+    fn now_ms(&self) -> u64 {
+        SystemClock.now_ms().saturating_add_signed(self.0.load(Ordering::SeqCst))
+    }
+}
+
 /// Where the HLC keeps its high-water mark so a restart resumes above it.
 pub trait HighWater: Send + Sync + 'static {
     fn load(&self) -> Result<u64, crate::storage::StorageError>;
@@ -66,6 +88,9 @@ pub const RENEW_EVERY_MS: u64 = RESERVE_MS / 4;
 /// clock set hours or years ahead is refused rather than followed.
 pub const DEFAULT_MAX_DRIFT_MS: u64 = 60_000;
 
+/// The least [`Hlc::peer_skew_limit_ms`].
+pub const MIN_PEER_SKEW_LIMIT_MS: u64 = 2_000;
+
 /// A received version stamped too far ahead of this node's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -76,10 +101,28 @@ pub struct TooFarAhead {
     pub max_ms: u64,
 }
 
+/// Why this node stamps no writes for now: a version it stamped would be
+/// in its peers' future, beat writes made after it elsewhere, and (persisted
+/// as the high-water mark) outlive the clock's correction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClockAhead {
+    #[error(
+        "this node's clock is {ahead_ms} ms ahead of most of its peers' clocks (more than {limit_ms} ms): it stamps no writes until its clock is put right (check NTP)"
+    )]
+    OfPeers { ahead_ms: u64, limit_ms: u64 },
+    #[error(
+        "this node's newest version is {ahead_ms} ms ahead of its clock (peers accept {limit_ms} ms), left by a clock that ran ahead earlier: it stamps no writes until its clock catches up"
+    )]
+    OfItsClock { ahead_ms: u64, limit_ms: u64 },
+}
+
 /// A hybrid logical clock: stamps are `unix_ms << 16 | logical`.
 pub struct Hlc {
     clock: Arc<dyn Clock>,
     max_drift_ms: u64,
+    /// How far the wall clock is ahead of most peers' when beyond
+    /// [`Hlc::peer_skew_limit_ms`]; 0 when it is not.
+    ahead_of_peers_ms: AtomicU64,
     last: AtomicU64,
     reserved: Mutex<u64>,
     /// Copy of `reserved` for a lock-free check on the common path.
@@ -94,6 +137,7 @@ impl Hlc {
         Ok(Hlc {
             clock,
             max_drift_ms: DEFAULT_MAX_DRIFT_MS,
+            ahead_of_peers_ms: AtomicU64::new(0),
             last: AtomicU64::new(hwm),
             reserved: Mutex::new(hwm),
             reserved_hint: AtomicU64::new(hwm),
@@ -114,6 +158,38 @@ impl Hlc {
         let ahead_ms = (stamp >> 16).saturating_sub(self.clock.now_ms());
         if ahead_ms > self.max_drift_ms {
             return Err(TooFarAhead { ahead_ms, max_ms: self.max_drift_ms });
+        }
+        Ok(())
+    }
+
+    /// How far ahead of most peers' clocks this node's may run before it
+    /// stops stamping: half the drift a peer accepts, so a version stamped
+    /// just under the limit is still accepted everywhere; but at least
+    /// [`MIN_PEER_SKEW_LIMIT_MS`], beyond any time a request spends in transit.
+    pub fn peer_skew_limit_ms(&self) -> u64 {
+        (self.max_drift_ms / 2).max(MIN_PEER_SKEW_LIMIT_MS)
+    }
+
+    /// Records how far this node's clock is ahead of most peers' (`None`:
+    /// not beyond the limit, see [`PeerClocks::ahead_of_peers`]). Returns
+    /// whether that changed between ahead and not, for the caller to log.
+    pub fn mark_ahead_of_peers(&self, ahead_ms: Option<u64>) -> bool {
+        let new = ahead_ms.unwrap_or(0).max(u64::from(ahead_ms.is_some()));
+        let old = self.ahead_of_peers_ms.swap(new, Ordering::SeqCst);
+        (old == 0) != (new == 0)
+    }
+
+    /// Refuses to stamp while the wall clock is ahead of most peers', or
+    /// while the newest stamp is further ahead of the wall clock than peers
+    /// accept (a clock that ran ahead before a restart left it there).
+    pub fn check_trusted(&self) -> Result<(), ClockAhead> {
+        match self.ahead_of_peers_ms.load(Ordering::SeqCst) {
+            0 => {}
+            ahead_ms => return Err(ClockAhead::OfPeers { ahead_ms, limit_ms: self.peer_skew_limit_ms() }),
+        }
+        let lead_ms = (self.last() >> 16).saturating_sub(self.clock.now_ms());
+        if lead_ms > self.max_drift_ms {
+            return Err(ClockAhead::OfItsClock { ahead_ms: lead_ms, limit_ms: self.max_drift_ms });
         }
         Ok(())
     }
@@ -154,6 +230,10 @@ impl Hlc {
     /// key being written, and every writer that crossed the mark with it, for
     /// an fsync. Returns whether it moved the mark.
     pub fn renew_reservation(&self) -> Result<bool, crate::storage::StorageError> {
+        // A clock ahead of the peers' must not carry the mark into the future.
+        if self.check_trusted().is_err() {
+            return Ok(false);
+        }
         let physical = self.physical();
         let now = physical.max(self.last.load(Ordering::SeqCst));
         let needed = now.saturating_add((RESERVE_MS / 2) << 16);
@@ -209,6 +289,8 @@ pub struct PeerClocks(Mutex<std::collections::BTreeMap<String, OffsetWindow>>);
 #[derive(Debug, Clone, Copy)]
 struct OffsetWindow {
     started_ms: u64,
+    /// When the peer's last request arrived.
+    heard_ms: u64,
     current: i64,
     previous: Option<i64>,
     warned_ms: Option<u64>,
@@ -229,13 +311,15 @@ impl PeerClocks {
         let mut peers = self.0.lock().expect("peer clocks lock");
         // Looked up by &str first: a known peer (every request but its first) costs no allocation.
         if !peers.contains_key(peer) {
-            peers.insert(peer.to_string(), OffsetWindow { started_ms: now_ms, current: sample, previous: None, warned_ms: None });
+            let fresh = OffsetWindow { started_ms: now_ms, heard_ms: now_ms, current: sample, previous: None, warned_ms: None };
+            peers.insert(peer.to_string(), fresh);
         }
         let w = peers.get_mut(peer).expect("just inserted");
         if now_ms.saturating_sub(w.started_ms) >= OFFSET_WINDOW_MS {
-            *w = OffsetWindow { started_ms: now_ms, current: sample, previous: Some(w.current), warned_ms: w.warned_ms };
+            *w = OffsetWindow { started_ms: now_ms, heard_ms: now_ms, current: sample, previous: Some(w.current), warned_ms: w.warned_ms };
         } else {
             w.current = w.current.min(sample);
+            w.heard_ms = now_ms;
         }
         let estimate = w.estimate();
         let quiet = w.warned_ms.is_some_and(|at| now_ms.saturating_sub(at) < OFFSET_WINDOW_MS);
@@ -244,6 +328,24 @@ impl PeerClocks {
             return Some(estimate);
         }
         None
+    }
+
+    /// How far this node's clock is ahead of its peers' when a majority of
+    /// the peers heard from within the last window run more than `limit_ms`
+    /// behind it (by their current window, so a jump shows at its first
+    /// request): the least of those offsets. With most peers agreeing, the
+    /// odd clock out is this node's; a lone peer behind is that peer's
+    /// problem, and it finds out the same way.
+    pub fn ahead_of_peers(&self, now_ms: u64, limit_ms: u64) -> Option<u64> {
+        let peers = self.0.lock().expect("peer clocks lock");
+        let recent: Vec<i64> =
+            peers.values().filter(|w| now_ms.saturating_sub(w.heard_ms) <= OFFSET_WINDOW_MS).map(|w| w.current).collect();
+        let behind: Vec<i64> = recent.iter().copied().filter(|&o| o > limit_ms as i64).collect();
+        if behind.len() * 2 > recent.len() {
+            behind.into_iter().min().map(|o| o as u64)
+        } else {
+            None
+        }
     }
 
     /// Each peer's estimated offset in ms: how far its clock is behind this
@@ -292,6 +394,64 @@ mod tests {
         assert_eq!(clocks.offsets()["n4"], 7);
         assert_eq!(clocks.observe("n4", t + 2 * w - 4_000, t + 2 * w), Some(4_000));
         assert_eq!(clocks.offsets()["n4"], 4_000);
+    }
+
+    #[test]
+    fn a_clock_most_peers_find_far_ahead_is_this_nodes_and_shows_at_once() {
+        let clocks = PeerClocks::default();
+        let (t, limit, j) = (10_000_000, 30_000, 600_000);
+        // n2's clock runs 10 min behind, n3's and n4's are in step: n2's problem.
+        clocks.observe("n2", t - j, t);
+        clocks.observe("n3", t - 3, t);
+        clocks.observe("n4", t - 4, t);
+        assert_eq!(clocks.ahead_of_peers(t, limit), None, "one of three behind: that peer's clock is off");
+        // This node's clock jumps 10 min ahead. Peers heard before the jump
+        // seem a window quiet and do not vote; the first request after it
+        // already counts, though the displayed estimate keeps the old minimum.
+        let now = t + j + 1_000;
+        clocks.observe("n3", t + 1_000 - 4, now);
+        assert_eq!(clocks.ahead_of_peers(now, limit), Some(j + 4));
+        assert_eq!(clocks.offsets()["n3"], 3);
+        clocks.observe("n4", t + 1_000 - 2, now);
+        assert_eq!(clocks.ahead_of_peers(now, limit), Some(j + 2), "the least offset of those behind");
+        // The clock is put right: the next requests clear it.
+        let fixed = now - j + 50;
+        clocks.observe("n3", fixed - 2, fixed);
+        clocks.observe("n4", fixed - 2, fixed);
+        assert_eq!(clocks.ahead_of_peers(fixed, limit), None);
+    }
+
+    #[test]
+    fn a_clock_ahead_of_its_peers_stamps_nothing_and_reserves_nothing() {
+        let (clock, hw) = (ManualClock::new(1_000_000), Arc::new(Counted::default()));
+        let hlc = Hlc::open(clock.clone(), hw.clone()).unwrap().with_max_drift_ms(10_000);
+        assert_eq!(hlc.peer_skew_limit_ms(), 5_000);
+        assert!(hlc.mark_ahead_of_peers(Some(600_000)), "a change to report");
+        assert!(!hlc.mark_ahead_of_peers(Some(600_100)), "still ahead: nothing new");
+        assert_eq!(hlc.check_trusted(), Err(ClockAhead::OfPeers { ahead_ms: 600_100, limit_ms: 5_000 }));
+        assert!(!hlc.renew_reservation().unwrap(), "the mark is not carried into the future");
+        assert_eq!(hw.0.lock().unwrap().1, 0);
+        assert!(hlc.mark_ahead_of_peers(None));
+        assert_eq!(hlc.check_trusted(), Ok(()));
+        assert!(hlc.renew_reservation().unwrap());
+        let small = Hlc::open(clock, Arc::new(Cell::default())).unwrap().with_max_drift_ms(1_000);
+        assert_eq!(small.peer_skew_limit_ms(), MIN_PEER_SKEW_LIMIT_MS, "above transit delays");
+    }
+
+    #[test]
+    fn a_clock_that_ran_ahead_before_a_restart_stamps_nothing_until_it_catches_up() {
+        let (clock, hw) = (ManualClock::new(1_600_000), Arc::new(Cell::default()));
+        let hlc = Hlc::open(clock.clone(), hw.clone()).unwrap().with_max_drift_ms(10_000);
+        hlc.now().unwrap();
+        // Put right by 10 min and restarted: the mark keeps the lead.
+        clock.set(1_000_000);
+        let hlc = Hlc::open(clock.clone(), hw).unwrap().with_max_drift_ms(10_000);
+        match hlc.check_trusted() {
+            Err(ClockAhead::OfItsClock { ahead_ms, limit_ms: 10_000 }) => assert!((600_000..602_001).contains(&ahead_ms), "{ahead_ms}"),
+            other => panic!("{other:?}"),
+        }
+        clock.set(1_592_000);
+        assert_eq!(hlc.check_trusted(), Ok(()), "within what peers accept");
     }
 
     #[test]

@@ -16,6 +16,17 @@ impl std::fmt::Debug for Links {
     }
 }
 
+/// The wall clock a node stamps versions and signs requests by (tests give
+/// a node a wrong one).
+#[derive(Clone)]
+pub struct WallClock(pub Arc<dyn crate::clock::Clock>);
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WallClock")
+    }
+}
+
 /// When an acknowledged write is on disk.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,8 +67,11 @@ pub struct NodeConfig {
     pub repair_max_bytes_per_sec: u64,
     /// Bearer token required on `/admin/...`; `None` leaves them open.
     pub admin_token: Option<String>,
-    /// How far ahead of this node's clock a received version may be.
+    /// How far ahead of this node's clock a received version may be; a node
+    /// whose clock most peers find more than half this behind theirs stamps
+    /// no writes.
     pub max_clock_drift: Duration,
+    pub clock: WallClock,
     /// Tombstones older than this are purged once anti-entropy has verified
     /// their shard equal on every replica, and retry-buffer mail older than
     /// this is dropped (see `repair::purge`). Must be the same on every
@@ -116,6 +130,7 @@ impl NodeConfig {
             repair_max_bytes_per_sec: 0,
             admin_token: None,
             max_clock_drift: Duration::from_millis(crate::clock::DEFAULT_MAX_DRIFT_MS),
+            clock: WallClock(Arc::new(crate::clock::SystemClock)),
             tombstone_grace: Some(DEFAULT_TOMBSTONE_GRACE),
             purge_delay: DEFAULT_PURGE_DELAY,
             handoff_every: Some(crate::repair::handoff::HANDOFF_EVERY),

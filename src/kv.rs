@@ -19,6 +19,8 @@ pub enum KvError {
     PreconditionFailed { current: Option<Version> },
     #[error(transparent)]
     ClockSkew(#[from] crate::clock::TooFarAhead),
+    #[error(transparent)]
+    ClockAhead(#[from] crate::clock::ClockAhead),
 }
 
 /// One page of a key listing.
@@ -58,8 +60,13 @@ impl KvService {
         &self.storage
     }
 
+    pub fn hlc(&self) -> &Arc<Hlc> {
+        &self.hlc
+    }
+
     /// A fresh version stamped by this node.
     pub fn stamp(&self) -> Result<Version, KvError> {
+        self.hlc.check_trusted()?;
         Ok(Version { hlc: self.hlc.now()?, node: self.node.tag() })
     }
 
@@ -76,6 +83,7 @@ impl KvService {
     /// [`Storage::write_fresh`]): the record to send to other replicas and
     /// what the local store did; once stored, waits as [`KvService::apply`].
     pub async fn write_fresh(&self, key: &Key, value: Option<Bytes>, pre: Precondition) -> Result<(Record, Applied), KvError> {
+        self.hlc.check_trusted()?;
         let shard = shard_of(key.as_bytes(), self.storage.shard_count());
         let stamp = || Ok(Version { hlc: self.hlc.now()?, node: self.node.tag() });
         let (record, outcome) = self.storage.write_fresh(shard, key.as_bytes(), value, pre, &stamp)?;

@@ -3,7 +3,7 @@
 //! resolves, then drains in-flight requests and closes storage cleanly.
 
 use crate::api::{self, AppState};
-use crate::clock::{Hlc, SystemClock};
+use crate::clock::Hlc;
 use crate::config::{NodeConfig, SyncMode};
 use crate::kv::KvService;
 use crate::membership::{Member, Membership};
@@ -64,7 +64,7 @@ pub async fn run_with_storage(
     let dir = config.data_dir.display().to_string();
     let storage_error = |source| NodeError::Storage { dir: dir.clone(), source };
     let hlc = Arc::new(
-        Hlc::open(Arc::new(SystemClock), Arc::new(MetaHighWater(storage.clone())))
+        Hlc::open(config.clock.0.clone(), Arc::new(MetaHighWater(storage.clone())))
             .map_err(storage_error)?
             .with_max_drift_ms(config.max_clock_drift.as_millis() as u64),
     );
@@ -89,7 +89,8 @@ pub async fn run_with_storage(
     let membership =
         Arc::new(Membership::open(me, config.seeds.clone(), storage.shard_count(), config.replication_factor, storage.clone())?);
     let metrics = Arc::new(Metrics::new());
-    let peers = PeerClient::new(config.node_id.name(), mac.clone(), config.links.0.clone(), metrics.wire.clone());
+    let peers = PeerClient::new(config.node_id.name(), mac.clone(), config.links.0.clone(), metrics.wire.clone())
+        .with_clock(config.clock.0.clone());
     let limits = MailLimits { max_records: config.retry_max_records, max_bytes: config.retry_max_bytes };
     let mailbox = Arc::new(Mailbox::open(storage.clone(), limits, metrics.mail_dropped.clone()).map_err(storage_error)?);
     let repl = Arc::new(Replication::new(
@@ -111,7 +112,8 @@ pub async fn run_with_storage(
     }
     workers.push(tokio::spawn(membership.clone().discover(peers.clone(), stopped())));
     // Gossip gets its own byte counters: the peer_bytes metrics stay the cost of moving data.
-    let gossip_peers = PeerClient::new(config.node_id.name(), mac.clone(), config.links.0.clone(), metrics.gossip_wire.clone());
+    let gossip_peers = PeerClient::new(config.node_id.name(), mac.clone(), config.links.0.clone(), metrics.gossip_wire.clone())
+        .with_clock(config.clock.0.clone());
     let gossip_stats = metrics.gossip.clone();
     workers.push(tokio::spawn(membership.clone().gossip(config.gossip.clone(), gossip_peers, gossip_stats, stopped())));
     let initial = crate::repair::Schedule {
@@ -135,6 +137,7 @@ pub async fn run_with_storage(
         max_internal_bytes: (config.max_value_bytes * 2).max(8 << 20),
         mac,
         peer_clocks: crate::clock::PeerClocks::default(),
+        clock: config.clock.0.clone(),
     });
     tracing::info!(node = %config.node_id, addr = ?listener.local_addr().ok(), data_dir = %dir, shards = storage.shard_count(), sync = ?config.sync, "serving");
     let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await;

@@ -466,3 +466,53 @@ async fn peer_clock_offsets_are_estimated_from_signed_requests() {
     let offsets = c.get_path("/admin/cluster").await.unwrap().json()["clock_offsets_ms"].clone();
     assert!(offsets.get("n8").is_none(), "{offsets}");
 }
+
+/// A node whose clock jumps 10 min ahead learns from its peers' requests that
+/// it is the odd one out: it refuses writes (503 clock_ahead), is not ready,
+/// and stores nothing stamped in the future, while the others carry on. Put
+/// right, it takes writes again, stamped by the true time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_jumps_ahead_stamps_nothing_until_it_is_put_right() {
+    let skew = hearsay::clock::SkewedClock::new(0);
+    let mut cluster = TestCluster::start(3, opts()).await;
+    cluster.node(2).stop().await;
+    cluster.node(2).opts.clock = Some(skew.clone());
+    cluster.node(2).start_again().await;
+    cluster.wait_ready().await;
+    let n3 = cluster.client(2);
+    assert!(n3.put(b"before", "v", "w=all").await.unwrap().status.is_success());
+
+    let ten_minutes = 600_000;
+    skew.set_offset(ten_minutes);
+    wait_until("n3 hears from its peers that its clock is ahead", Duration::from_secs(10), || {
+        let n3 = n3.clone();
+        async move {
+            n3.get_path("/ready").await.is_ok_and(|r| r.status == StatusCode::SERVICE_UNAVAILABLE && r.json()["error"] == "clock_ahead")
+        }
+    })
+    .await;
+    let r = n3.put(b"during", "v", "w=one").await.unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.json()["error"], "clock_ahead", "{}", r.text());
+    assert!(r.error_message().contains("ahead of most of its peers' clocks"), "{}", r.text());
+    let refusal = n3.get_path("/admin/cluster").await.unwrap().json()["clock_refusal"].clone();
+    assert!(refusal.is_string(), "{refusal}");
+    assert_eq!(n3.delete(b"before", "w=one").await.unwrap().status, StatusCode::SERVICE_UNAVAILABLE, "deletes are stamped too");
+    assert_eq!(n3.get(b"during", "r=one").await.unwrap().status, StatusCode::NOT_FOUND, "nothing was stored");
+    let elsewhere = cluster.client(0).put(b"elsewhere", "v", "w=quorum").await.unwrap();
+    assert!(elsewhere.status.is_success(), "n1 and n2 carry on: {}", elsewhere.text());
+    assert!(cluster.client(0).get_path("/ready").await.unwrap().status.is_success(), "n1's clock is not in doubt");
+
+    skew.set_offset(0);
+    wait_until("n3 takes writes again", Duration::from_secs(30), || {
+        let n3 = n3.clone();
+        async move { n3.put(b"after", "v", "w=one").await.is_ok_and(|r| r.status.is_success()) }
+    })
+    .await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let after = n3.get(b"after", "r=one").await.unwrap();
+    // A restarted clock resumes at its persisted reservation, 2 s ahead at most.
+    let stamped = hlc_of(&after) >> 16;
+    assert!(stamped <= now + 5_000, "stamped by the true time: {stamped} vs now {now}");
+    assert!(n3.get_path("/admin/cluster").await.unwrap().json()["clock_refusal"].is_null());
+}

@@ -16,11 +16,14 @@ pub async fn health() -> Json<serde_json::Value> {
 /// Ready once storage is open (it is before the listener serves) and every
 /// seed has answered, so placement is computed over the whole cluster. A
 /// decommissioned node is never ready: load balancers should stop sending
-/// it requests (it still forwards those it gets).
+/// it requests (it still forwards those it gets). Nor is a node whose clock
+/// most peers find far behind theirs: it refuses writes until it is right.
 pub async fn ready(State(st): State<AppState>) -> Response {
     if st.repl.membership.is_retired() {
         let err = super::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "decommissioned", "this node left the cluster for good");
         err.into_response()
+    } else if let Err(e) = st.repl.kv.hlc().check_trusted() {
+        super::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock_ahead", e.to_string()).into_response()
     } else if st.repl.membership.is_ready() {
         (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
     } else {
@@ -44,6 +47,8 @@ pub async fn cluster(State(st): State<AppState>) -> Json<serde_json::Value> {
         "removed": m.removed(),
         "ready": m.is_ready(),
         "clock_offsets_ms": st.peer_clocks.offsets(),
+        // Why this node refuses writes for its clock, if it does.
+        "clock_refusal": st.repl.kv.hlc().check_trusted().err().map(|e| e.to_string()),
     }))
 }
 

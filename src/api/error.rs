@@ -112,6 +112,7 @@ impl From<KvError> for ApiError {
             KvError::Storage(s) => s.into(),
             e @ KvError::PreconditionFailed { .. } => ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", e.to_string()),
             e @ KvError::ClockSkew(_) => ApiError::new(StatusCode::CONFLICT, "clock_skew", e.to_string()),
+            e @ KvError::ClockAhead(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock_ahead", e.to_string()),
         }
     }
 }

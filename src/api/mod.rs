@@ -55,6 +55,8 @@ pub struct Shared {
     pub mac: Option<Arc<MacKey>>,
     /// Peers' clock offsets, learned from their signed requests.
     pub peer_clocks: crate::clock::PeerClocks,
+    /// This node's wall clock (the one its HLC reads).
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 pub fn router(state: AppState) -> Router {

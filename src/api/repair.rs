@@ -17,6 +17,7 @@ impl From<RepairError> for ApiError {
             RepairError::NoSuchRun(_) => ApiError::not_found(e.to_string()),
             RepairError::NoSuchShard { .. } | RepairError::BadInterval(_) => ApiError::bad_request(e.to_string()),
             RepairError::Storage(s) => s.into(),
+            RepairError::Kv(k) => k.into(),
         }
     }
 }

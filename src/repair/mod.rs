@@ -108,6 +108,9 @@ pub enum RepairError {
     BadInterval(u64),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Stamping the schedule failed (this node's clock is in doubt).
+    #[error(transparent)]
+    Kv(#[from] crate::kv::KvError),
 }
 
 struct Running {
@@ -300,10 +303,7 @@ impl AntiEntropy {
         if !(10..=604_800).contains(&interval_secs) {
             return Err(RepairError::BadInterval(interval_secs));
         }
-        let stamp = self.repl.kv.stamp().map_err(|e| match e {
-            crate::kv::KvError::Storage(s) => RepairError::Storage(s),
-            other => RepairError::Storage(StorageError::Corrupt(other.to_string())),
-        })?;
+        let stamp = self.repl.kv.stamp()?;
         let schedule = Schedule { enabled, interval_secs, max_bytes_per_sec, stamp: stamp.hlc };
         self.adopt_schedule(schedule)?;
         self.publish_schedule();

@@ -57,12 +57,20 @@ pub struct PeerClient {
     key: Option<Arc<MacKey>>,
     links: Arc<dyn LinkFilter>,
     stats: WireStats,
+    /// Stamps signed requests; the node's wall clock.
+    clock: Arc<dyn Clock>,
 }
 
 impl PeerClient {
     /// `key: None` only with `--insecure`: requests go unsigned.
     pub fn new(me: &str, key: Option<Arc<MacKey>>, links: Arc<dyn LinkFilter>, stats: WireStats) -> PeerClient {
-        PeerClient { http: http_pool(), me: me.to_string(), key, links, stats }
+        PeerClient { http: http_pool(), me: me.to_string(), key, links, stats, clock: Arc::new(SystemClock) }
+    }
+
+    /// Signs requests by `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> PeerClient {
+        self.clock = clock;
+        self
     }
 
     /// POSTs `req` to `path` on the peer `(name, addr)` and decodes the reply.
@@ -97,7 +105,7 @@ impl PeerClient {
             .header(hyper::header::CONTENT_TYPE, codec::CONTENT_TYPE);
         let mut header_bytes = path.len() + addr.len() + 60;
         if let Some(key) = &self.key {
-            let auth = key.sign("POST", path, SystemClock.now_ms(), &self.me, &body);
+            let auth = key.sign("POST", path, self.clock.now_ms(), &self.me, &body);
             header_bytes += HEADER.len() + auth.len() + 4;
             builder = builder.header(HEADER, auth);
         }

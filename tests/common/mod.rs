@@ -37,6 +37,8 @@ pub struct NodeOpts {
     pub handoff_every: Option<Duration>,
     pub max_clock_drift: Duration,
     pub gossip: hearsay::gossip::SwimConfig,
+    /// The node's wall clock; the system clock when `None`.
+    pub clock: Option<Arc<dyn hearsay::clock::Clock>>,
 }
 
 impl Default for NodeOpts {
@@ -59,6 +61,7 @@ impl Default for NodeOpts {
             handoff_every: Some(hearsay::repair::handoff::HANDOFF_EVERY),
             gossip: hearsay::gossip::SwimConfig::default(),
             max_clock_drift: Duration::from_millis(hearsay::clock::DEFAULT_MAX_DRIFT_MS),
+            clock: None,
         }
     }
 }
@@ -149,6 +152,9 @@ impl TestNode {
         c.gossip = self.opts.gossip.clone();
         if let Some(net) = &self.opts.net {
             c.links = Links(net.clone());
+        }
+        if let Some(clock) = &self.opts.clock {
+            c.clock = hearsay::config::WallClock(clock.clone());
         }
         c
     }
