@@ -68,6 +68,9 @@ pub async fn run_with_storage(
             .map_err(storage_error)?
             .with_max_drift_ms(config.max_clock_drift.as_millis() as u64),
     );
+    if let Err(e) = hlc.check_trusted() {
+        tracing::error!(error = %e, "the clock mark persisted before this start is ahead of the wall clock");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
