@@ -66,6 +66,8 @@ pub struct Metrics {
     pub shard_records: Family<ShardLabels, Gauge>,
     pub storage_bytes: Gauge<u64, AtomicU64>,
     pub quarantined: Gauge<u64, AtomicU64>,
+    /// How far ahead this node's clock is while it refuses writes for it; 0 otherwise.
+    pub clock_refusing_ms: Gauge<u64, AtomicU64>,
     pub wire: WireStats,
     /// Gossip traffic, apart from `wire` so that stays the cost of moving data.
     pub gossip_wire: WireStats,
@@ -105,6 +107,7 @@ impl Metrics {
         let shard_records = Family::<ShardLabels, Gauge>::default();
         let storage_bytes = Gauge::<u64, AtomicU64>::default();
         let quarantined = Gauge::<u64, AtomicU64>::default();
+        let clock_refusing_ms = Gauge::<u64, AtomicU64>::default();
         let wire = WireStats::default();
         let mail_dropped = Family::<PeerLabels, Counter>::default();
         let mail_pending = Family::<PeerLabels, Gauge>::default();
@@ -185,6 +188,11 @@ impl Metrics {
             "Damaged records moved aside at open (held for inspection in the data dir's quarantine tree)",
             quarantined.clone(),
         );
+        registry.register(
+            "clock_ahead_refusing_writes_ms",
+            "While this node refuses writes because its clock is ahead (of most peers', or of its own newest version), by how much; 0 otherwise",
+            clock_refusing_ms.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -193,6 +201,7 @@ impl Metrics {
             shard_records,
             storage_bytes,
             quarantined,
+            clock_refusing_ms,
             wire,
             gossip_wire,
             gossip,

@@ -497,6 +497,9 @@ async fn a_node_whose_clock_jumps_ahead_stamps_nothing_until_it_is_put_right() {
     assert!(r.error_message().contains("ahead of most of its peers' clocks"), "{}", r.text());
     let refusal = n3.get_path("/admin/cluster").await.unwrap().json()["clock_refusal"].clone();
     assert!(refusal.is_string(), "{refusal}");
+    let metrics = n3.get_path("/metrics").await.unwrap().text();
+    let gauge = metrics.lines().find_map(|l| l.strip_prefix("hearsay_clock_ahead_refusing_writes_ms ")).map(|v| v.parse::<u64>().unwrap());
+    assert!(gauge.is_some_and(|ms| ms >= ten_minutes as u64 - 5_000), "{metrics}");
     assert_eq!(n3.delete(b"before", "w=one").await.unwrap().status, StatusCode::SERVICE_UNAVAILABLE, "deletes are stamped too");
     assert_eq!(n3.get(b"during", "r=one").await.unwrap().status, StatusCode::NOT_FOUND, "nothing was stored");
     let elsewhere = cluster.client(0).put(b"elsewhere", "v", "w=quorum").await.unwrap();
@@ -515,4 +518,6 @@ async fn a_node_whose_clock_jumps_ahead_stamps_nothing_until_it_is_put_right() {
     let stamped = hlc_of(&after) >> 16;
     assert!(stamped <= now + 5_000, "stamped by the true time: {stamped} vs now {now}");
     assert!(n3.get_path("/admin/cluster").await.unwrap().json()["clock_refusal"].is_null());
+    let metrics = n3.get_path("/metrics").await.unwrap().text();
+    assert!(metrics.contains("hearsay_clock_ahead_refusing_writes_ms 0\n"), "{metrics}");
 }
