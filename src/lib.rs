@@ -2,7 +2,7 @@
 //!
 //! Crate map (one line per module: what it owns):
 //! - [`types`]     keys, versions, records, node ids, shards, consistency levels
-//! - [`clock`]     injectable wall clock, the hybrid logical clock, peers' clock offsets
+//! - [`clock`]     injectable wall clock, the hybrid logical clock, peers' clock offsets and the verdict on its own
 //! - [`storage`]   the `Storage` trait, sled and memory engines, record codec, group commit, purge floors
 //! - [`merkle`]    per-shard Merkle trees (kept by the engines) and the pure diff
 //! - [`kv`]        the node's local read/write path for keys (stamp, apply, durability, list)

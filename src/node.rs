@@ -66,7 +66,13 @@ pub async fn run_with_storage(
     let hlc = Arc::new(
         Hlc::open(config.clock.0.clone(), Arc::new(MetaHighWater(storage.clone())))
             .map_err(storage_error)?
-            .with_max_drift_ms(config.max_clock_drift.as_millis() as u64),
+            .with_max_drift_ms(config.max_clock_drift.as_millis() as u64)
+            // Peers judge the clock from signed requests only.
+            .with_unjudged_grace(if config.seeds.is_empty() || config.cluster_secret.is_none() {
+                std::time::Duration::ZERO
+            } else {
+                crate::clock::UNJUDGED_GRACE
+            }),
     );
     if let Err(e) = hlc.check_trusted() {
         tracing::error!(error = %e, "the clock mark persisted before this start is ahead of the wall clock");
@@ -92,8 +98,9 @@ pub async fn run_with_storage(
     let membership =
         Arc::new(Membership::open(me, config.seeds.clone(), storage.shard_count(), config.replication_factor, storage.clone())?);
     let metrics = Arc::new(Metrics::new());
-    let peers = PeerClient::new(config.node_id.name(), mac.clone(), config.links.0.clone(), metrics.wire.clone())
-        .with_clock(config.clock.0.clone());
+    let clocks = Arc::new(crate::clock::ClockWatch::new(kv.hlc().clone(), config.clock.0.clone()));
+    let peers =
+        PeerClient::new(config.node_id.name(), mac.clone(), config.links.0.clone(), metrics.wire.clone()).with_clock_watch(clocks.clone());
     let limits = MailLimits { max_records: config.retry_max_records, max_bytes: config.retry_max_bytes };
     let mailbox = Arc::new(Mailbox::open(storage.clone(), limits, metrics.mail_dropped.clone()).map_err(storage_error)?);
     let repl = Arc::new(Replication::new(
@@ -116,7 +123,7 @@ pub async fn run_with_storage(
     workers.push(tokio::spawn(membership.clone().discover(peers.clone(), stopped())));
     // Gossip gets its own byte counters: the peer_bytes metrics stay the cost of moving data.
     let gossip_peers = PeerClient::new(config.node_id.name(), mac.clone(), config.links.0.clone(), metrics.gossip_wire.clone())
-        .with_clock(config.clock.0.clone());
+        .with_clock_watch(clocks.clone());
     let gossip_stats = metrics.gossip.clone();
     workers.push(tokio::spawn(membership.clone().gossip(config.gossip.clone(), gossip_peers, gossip_stats, stopped())));
     let initial = crate::repair::Schedule {
@@ -139,8 +146,7 @@ pub async fn run_with_storage(
         max_value_bytes: config.max_value_bytes,
         max_internal_bytes: (config.max_value_bytes * 2).max(8 << 20),
         mac,
-        peer_clocks: crate::clock::PeerClocks::default(),
-        clock: config.clock.0.clone(),
+        clocks,
     });
     tracing::info!(node = %config.node_id, addr = ?listener.local_addr().ok(), data_dir = %dir, shards = storage.shard_count(), sync = ?config.sync, "serving");
     let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await;

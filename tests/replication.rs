@@ -521,3 +521,29 @@ async fn a_node_whose_clock_jumps_ahead_stamps_nothing_until_it_is_put_right() {
     let metrics = n3.get_path("/metrics").await.unwrap().text();
     assert!(metrics.contains("hearsay_clock_ahead_refusing_writes_ms 0\n"), "{metrics}");
 }
+
+/// A node that boots with its clock 10 min ahead (as before NTP steps it)
+/// is judged by its peers before it persists that clock: restarted once the
+/// clock is right, it takes writes at once instead of refusing them until
+/// real time catches up with a mark renewed from the wrong clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_booted_with_its_clock_ahead_persists_none_of_it() {
+    let skew = hearsay::clock::SkewedClock::new(600_000);
+    let mut cluster = TestCluster::start(3, opts()).await;
+    cluster.node(2).stop().await;
+    cluster.node(2).opts.clock = Some(skew.clone());
+    cluster.node(2).start_again().await;
+    let n3 = cluster.client(2);
+    wait_until("n3's peers find its clock ahead", Duration::from_secs(10), || {
+        let n3 = n3.clone();
+        async move { n3.get_path("/ready").await.is_ok_and(|r| r.json()["error"] == "clock_ahead") }
+    })
+    .await;
+    // Renewals run every 500 ms: give several the chance to persist the clock.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.node(2).stop().await;
+    skew.set_offset(0);
+    cluster.node(2).start_again().await;
+    let r = cluster.client(2).put(b"k", "v", "w=one").await.unwrap();
+    assert!(r.status.is_success(), "{}", r.text());
+}

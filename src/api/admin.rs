@@ -46,7 +46,7 @@ pub async fn cluster(State(st): State<AppState>) -> Json<serde_json::Value> {
         "members": m.statuses(),
         "removed": m.removed(),
         "ready": m.is_ready(),
-        "clock_offsets_ms": st.peer_clocks.offsets(),
+        "clock_offsets_ms": st.clocks.peers.offsets(),
         // Why this node refuses writes for its clock, if it does.
         "clock_refusal": st.repl.kv.hlc().check_trusted().err().map(|e| e.to_string()),
     }))
@@ -126,7 +126,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             st.metrics.shard_last_verified.get_or_create(&label).set(now.saturating_sub(*at) as f64 / 1000.0);
         }
     }
-    for (peer, offset_ms) in st.peer_clocks.offsets() {
+    for (peer, offset_ms) in st.clocks.peers.offsets() {
         st.metrics.peer_clock_offset.get_or_create(&crate::metrics::PeerLabels { peer }).set(offset_ms);
     }
     // Every state is reported, zero included, so a dashboard sees "0 dead".

@@ -41,15 +41,7 @@ async fn accept_from<T: DeserializeOwned>(
         let signed = key.authenticate(auth, "POST", uri.path(), &body).map_err(refused)?;
         // Learned before the age check, so a peer refused for its clock shows
         // how far off that clock is.
-        let now = st.clock.now_ms();
-        if let Some(offset_ms) = st.peer_clocks.observe(signed.sender, signed.sent_ms, now) {
-            tracing::warn!(
-                peer = signed.sender,
-                offset_ms,
-                "peer clock is off: its requests arrive this many ms behind this node's clock (negative: ahead); last writer wins by these clocks, so check NTP on both"
-            );
-        }
-        judge_own_clock(st, now);
+        let now = st.clocks.request_from(signed.sender, signed.sent_ms);
         signed.check_fresh(now).map_err(refused)?;
         signer = Some(signed.sender.to_string());
     }
@@ -73,24 +65,6 @@ fn check_claim(claimed: &str, signer: Option<&str>) -> Result<(), ApiError> {
             format!("the message says it is from {claimed:?}, but {signer:?} signed it"),
         )),
         _ => Ok(()),
-    }
-}
-
-/// Decides, from how far behind its clock each recent peer's requests
-/// arrive, whether this node's own clock is ahead of most of theirs, and
-/// stops or resumes stamping writes on a change.
-fn judge_own_clock(st: &AppState, now_ms: u64) {
-    let hlc = st.repl.kv.hlc();
-    let ahead = st.peer_clocks.ahead_of_peers(now_ms, hlc.peer_skew_limit_ms());
-    if hlc.mark_ahead_of_peers(ahead) {
-        match ahead {
-            Some(ahead_ms) => tracing::error!(
-                ahead_ms,
-                limit_ms = hlc.peer_skew_limit_ms(),
-                "this node's clock is ahead of most peers' clocks: refusing writes (503 clock_ahead) and not ready until it is put right; check NTP"
-            ),
-            None => tracing::warn!("this node's clock agrees with its peers' again: writes resume"),
-        }
     }
 }
 

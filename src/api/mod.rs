@@ -53,10 +53,8 @@ pub struct Shared {
     pub max_internal_bytes: usize,
     /// `None` only under `--insecure`.
     pub mac: Option<Arc<MacKey>>,
-    /// Peers' clock offsets, learned from their signed requests.
-    pub peer_clocks: crate::clock::PeerClocks,
-    /// This node's wall clock (the one its HLC reads).
-    pub clock: Arc<dyn crate::clock::Clock>,
+    /// Peers' clock offsets and this node's verdict on its own clock.
+    pub clocks: Arc<crate::clock::ClockWatch>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -6,7 +6,7 @@
 use super::codec::{self, CodecError};
 use super::mac::{MacKey, HEADER};
 use crate::client::{http_pool, HttpPool};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, ClockWatch, SystemClock};
 use crate::metrics::WireStats;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -57,19 +57,20 @@ pub struct PeerClient {
     key: Option<Arc<MacKey>>,
     links: Arc<dyn LinkFilter>,
     stats: WireStats,
-    /// Stamps signed requests; the node's wall clock.
-    clock: Arc<dyn Clock>,
+    /// Stamps signed requests by the node's wall clock, and learns peers'
+    /// clocks from the dates on their replies; `None`: the system clock.
+    clocks: Option<Arc<ClockWatch>>,
 }
 
 impl PeerClient {
     /// `key: None` only with `--insecure`: requests go unsigned.
     pub fn new(me: &str, key: Option<Arc<MacKey>>, links: Arc<dyn LinkFilter>, stats: WireStats) -> PeerClient {
-        PeerClient { http: http_pool(), me: me.to_string(), key, links, stats, clock: Arc::new(SystemClock) }
+        PeerClient { http: http_pool(), me: me.to_string(), key, links, stats, clocks: None }
     }
 
-    /// Signs requests by `clock` instead of the system clock.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> PeerClient {
-        self.clock = clock;
+    /// Signs requests by the node's clock and tells `clocks` each reply's date.
+    pub fn with_clock_watch(mut self, clocks: Arc<ClockWatch>) -> PeerClient {
+        self.clocks = Some(clocks);
         self
     }
 
@@ -105,7 +106,8 @@ impl PeerClient {
             .header(hyper::header::CONTENT_TYPE, codec::CONTENT_TYPE);
         let mut header_bytes = path.len() + addr.len() + 60;
         if let Some(key) = &self.key {
-            let auth = key.sign("POST", path, self.clock.now_ms(), &self.me, &body);
+            let auth =
+                key.sign("POST", path, self.clocks.as_ref().map_or_else(|| SystemClock.now_ms(), |c| c.clock().now_ms()), &self.me, &body);
             header_bytes += HEADER.len() + auth.len() + 4;
             builder = builder.header(HEADER, auth);
         }
@@ -117,6 +119,13 @@ impl PeerClient {
         let exchange = async {
             let resp = self.http.request(req).await.map_err(|e| unreachable(format!("{e:#}")))?;
             let (parts, body) = resp.into_parts();
+            // Every reply is dated, a refusal too: a node whose clock is so far
+            // off that peers refuse its requests learns it from their answers.
+            if let (Some(clocks), false) = (&self.clocks, name.is_empty()) {
+                if let Some(date_ms) = parts.headers.get(hyper::header::DATE).and_then(http_date_ms) {
+                    clocks.reply_from(name, date_ms);
+                }
+            }
             let body = body.collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
             let head: usize = parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
             let received = (head + 17 + body.len()) as u64;
@@ -135,4 +144,10 @@ impl PeerClient {
         let reply = codec::decode(&body).map_err(|source| RpcError::BadReply { peer: name.into(), source })?;
         Ok((reply, sent_bytes + received))
     }
+}
+
+/// An HTTP `Date` header as unix milliseconds.
+fn http_date_ms(value: &hyper::header::HeaderValue) -> Option<u64> {
+    let at = httpdate::parse_http_date(value.to_str().ok()?).ok()?;
+    Some(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64)
 }

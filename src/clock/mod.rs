@@ -10,6 +10,10 @@
 //! a node whose clock most of its peers find far behind theirs is ahead, and
 //! stamps nothing ([`Hlc::check_trusted`]) until its clock is put right.
 
+mod peers;
+
+pub use peers::{ClockWatch, PeerClocks, OFFSET_WARN_MS, OFFSET_WINDOW_MS};
+
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -88,6 +92,10 @@ pub const RENEW_EVERY_MS: u64 = RESERVE_MS / 4;
 /// clock set hours or years ahead is refused rather than followed.
 pub const DEFAULT_MAX_DRIFT_MS: u64 = 60_000;
 
+/// How long a node with peers waits, after start, for them to judge its
+/// clock before renewing its reservation ahead of it ([`Hlc::with_unjudged_grace`]).
+pub const UNJUDGED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The least [`Hlc::peer_skew_limit_ms`].
 pub const MIN_PEER_SKEW_LIMIT_MS: u64 = 2_000;
 
@@ -128,6 +136,9 @@ pub struct Hlc {
     /// Copy of `reserved` for a lock-free check on the common path.
     reserved_hint: AtomicU64,
     high_water: Arc<dyn HighWater>,
+    /// Until peers have judged the wall clock (or this passes, for a node
+    /// nobody will judge), the reservation is not renewed ahead of it.
+    unjudged_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl Hlc {
@@ -142,10 +153,22 @@ impl Hlc {
             reserved: Mutex::new(hwm),
             reserved_hint: AtomicU64::new(hwm),
             high_water,
+            unjudged_until: Mutex::new(None),
         })
     }
 
     /// Sets how far ahead of the wall clock a received version may be.
+    /// Renews no reservation ahead of the wall clock for up to `grace`, or
+    /// until peers first judge it ([`Hlc::mark_ahead_of_peers`]). A machine
+    /// often boots with its clock wrong until NTP steps it; a mark renewed
+    /// from that clock would persist its error, and after the next restart
+    /// hold writes back until real time caught up. Meanwhile a stamp waits
+    /// for its own reservation, as when renewal falls behind.
+    pub fn with_unjudged_grace(self, grace: std::time::Duration) -> Hlc {
+        *self.unjudged_until.lock().expect("hlc lock") = Some(std::time::Instant::now() + grace);
+        self
+    }
+
     pub fn with_max_drift_ms(mut self, max_drift_ms: u64) -> Hlc {
         self.max_drift_ms = max_drift_ms;
         self
@@ -174,6 +197,7 @@ impl Hlc {
     /// not beyond the limit, see [`PeerClocks::ahead_of_peers`]). Returns
     /// whether that changed between ahead and not, for the caller to log.
     pub fn mark_ahead_of_peers(&self, ahead_ms: Option<u64>) -> bool {
+        *self.unjudged_until.lock().expect("hlc lock") = None;
         let new = ahead_ms.unwrap_or(0).max(u64::from(ahead_ms.is_some()));
         let old = self.ahead_of_peers_ms.swap(new, Ordering::SeqCst);
         (old == 0) != (new == 0)
@@ -230,8 +254,9 @@ impl Hlc {
     /// key being written, and every writer that crossed the mark with it, for
     /// an fsync. Returns whether it moved the mark.
     pub fn renew_reservation(&self) -> Result<bool, crate::storage::StorageError> {
-        // A clock ahead of the peers' must not carry the mark into the future.
-        if self.check_trusted().is_err() {
+        // A clock ahead of the peers' (or not judged yet) must not carry
+        // the mark into the future.
+        if self.check_trusted().is_err() || self.unjudged() {
             return Ok(false);
         }
         let physical = self.physical();
@@ -241,6 +266,19 @@ impl Hlc {
             return Ok(false);
         }
         self.extend(needed, now.saturating_add(RESERVE_MS << 16))
+    }
+
+    /// Still within the grace of [`Hlc::with_unjudged_grace`], unjudged.
+    fn unjudged(&self) -> bool {
+        let mut until = self.unjudged_until.lock().expect("hlc lock");
+        match *until {
+            Some(t) if std::time::Instant::now() < t => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
     }
 
     /// The wall clock as a stamp with no logical part (ms capped at 48 bits).
@@ -271,90 +309,6 @@ impl Hlc {
     }
 }
 
-/// Span over which the smallest arrival difference of a peer is taken.
-pub const OFFSET_WINDOW_MS: u64 = 30_000;
-/// A peer clock offset beyond this is logged. Last writer wins by these
-/// clocks: a node whose clock is this far behind loses its writes to any
-/// write made up to this long before them.
-pub const OFFSET_WARN_MS: i64 = 1_000;
-
-/// How far each peer's clock is from this node's, estimated from the
-/// timestamps of the peer's authenticated requests. Arrival time minus the
-/// sender's stamp is the offset plus the time the request spent in transit,
-/// and transit only ever adds, so the smallest difference seen over a window
-/// is the estimate. Pure: callers pass the times in.
-#[derive(Default)]
-pub struct PeerClocks(Mutex<std::collections::BTreeMap<String, OffsetWindow>>);
-
-#[derive(Debug, Clone, Copy)]
-struct OffsetWindow {
-    started_ms: u64,
-    /// When the peer's last request arrived.
-    heard_ms: u64,
-    current: i64,
-    previous: Option<i64>,
-    warned_ms: Option<u64>,
-}
-
-impl OffsetWindow {
-    fn estimate(&self) -> i64 {
-        self.previous.map_or(self.current, |p| p.min(self.current))
-    }
-}
-
-impl PeerClocks {
-    /// Records a request `peer` stamped `sent_ms` that arrived at `now_ms`.
-    /// Returns the estimate when it is beyond [`OFFSET_WARN_MS`] and was not
-    /// reported for this peer within the last window, for the caller to log.
-    pub fn observe(&self, peer: &str, sent_ms: u64, now_ms: u64) -> Option<i64> {
-        let sample = (i128::from(now_ms) - i128::from(sent_ms)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
-        let mut peers = self.0.lock().expect("peer clocks lock");
-        // Looked up by &str first: a known peer (every request but its first) costs no allocation.
-        if !peers.contains_key(peer) {
-            let fresh = OffsetWindow { started_ms: now_ms, heard_ms: now_ms, current: sample, previous: None, warned_ms: None };
-            peers.insert(peer.to_string(), fresh);
-        }
-        let w = peers.get_mut(peer).expect("just inserted");
-        if now_ms.saturating_sub(w.started_ms) >= OFFSET_WINDOW_MS {
-            *w = OffsetWindow { started_ms: now_ms, heard_ms: now_ms, current: sample, previous: Some(w.current), warned_ms: w.warned_ms };
-        } else {
-            w.current = w.current.min(sample);
-            w.heard_ms = now_ms;
-        }
-        let estimate = w.estimate();
-        let quiet = w.warned_ms.is_some_and(|at| now_ms.saturating_sub(at) < OFFSET_WINDOW_MS);
-        if estimate.abs() > OFFSET_WARN_MS && !quiet {
-            w.warned_ms = Some(now_ms);
-            return Some(estimate);
-        }
-        None
-    }
-
-    /// How far this node's clock is ahead of its peers' when a majority of
-    /// the peers heard from within the last window run more than `limit_ms`
-    /// behind it (by their current window, so a jump shows at its first
-    /// request): the least of those offsets. With most peers agreeing, the
-    /// odd clock out is this node's; a lone peer behind is that peer's
-    /// problem, and it finds out the same way.
-    pub fn ahead_of_peers(&self, now_ms: u64, limit_ms: u64) -> Option<u64> {
-        let peers = self.0.lock().expect("peer clocks lock");
-        let recent: Vec<i64> =
-            peers.values().filter(|w| now_ms.saturating_sub(w.heard_ms) <= OFFSET_WINDOW_MS).map(|w| w.current).collect();
-        let behind: Vec<i64> = recent.iter().copied().filter(|&o| o > limit_ms as i64).collect();
-        if behind.len() * 2 > recent.len() {
-            behind.into_iter().min().map(|o| o as u64)
-        } else {
-            None
-        }
-    }
-
-    /// Each peer's estimated offset in ms: how far its clock is behind this
-    /// node's (negative: ahead), over the last one to two windows.
-    pub fn offsets(&self) -> std::collections::BTreeMap<String, i64> {
-        self.0.lock().expect("peer clocks lock").iter().map(|(p, w)| (p.clone(), w.estimate())).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,55 +327,6 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_offset_is_the_smallest_arrival_difference_and_warned_once_per_window() {
-        let clocks = PeerClocks::default();
-        let t = 1_000_000;
-        // n2 runs 5 s behind; its requests take 2 to 40 ms to arrive.
-        assert_eq!(clocks.observe("n2", t - 5_000 - 40, t), Some(5_040), "beyond the warning level");
-        assert_eq!(clocks.observe("n2", t + 100 - 5_000 - 2, t + 100), None, "warned once per window");
-        assert_eq!(clocks.offsets()["n2"], 5_002);
-        // n3 runs 3 s ahead; n4 is fine (within the warning level).
-        assert_eq!(clocks.observe("n3", t - 5 + 3_000, t), Some(-2_995));
-        assert_eq!(clocks.observe("n4", t - 7, t), None);
-        assert_eq!(clocks.offsets()["n4"], 7);
-        // n2's clock is fixed: a smaller difference is a better estimate at once.
-        assert_eq!(clocks.observe("n2", t + 200 - 3, t + 200), None);
-        assert_eq!(clocks.offsets()["n2"], 3);
-        // n4's clock falls 4 s behind: the old minimum lasts one to two windows.
-        let w = OFFSET_WINDOW_MS;
-        assert_eq!(clocks.observe("n4", t + 10 - 4_000, t + 10), None);
-        assert_eq!(clocks.observe("n4", t + w - 4_000, t + w), None, "the previous window still holds 7");
-        assert_eq!(clocks.offsets()["n4"], 7);
-        assert_eq!(clocks.observe("n4", t + 2 * w - 4_000, t + 2 * w), Some(4_000));
-        assert_eq!(clocks.offsets()["n4"], 4_000);
-    }
-
-    #[test]
-    fn a_clock_most_peers_find_far_ahead_is_this_nodes_and_shows_at_once() {
-        let clocks = PeerClocks::default();
-        let (t, limit, j) = (10_000_000, 30_000, 600_000);
-        // n2's clock runs 10 min behind, n3's and n4's are in step: n2's problem.
-        clocks.observe("n2", t - j, t);
-        clocks.observe("n3", t - 3, t);
-        clocks.observe("n4", t - 4, t);
-        assert_eq!(clocks.ahead_of_peers(t, limit), None, "one of three behind: that peer's clock is off");
-        // This node's clock jumps 10 min ahead. Peers heard before the jump
-        // seem a window quiet and do not vote; the first request after it
-        // already counts, though the displayed estimate keeps the old minimum.
-        let now = t + j + 1_000;
-        clocks.observe("n3", t + 1_000 - 4, now);
-        assert_eq!(clocks.ahead_of_peers(now, limit), Some(j + 4));
-        assert_eq!(clocks.offsets()["n3"], 3);
-        clocks.observe("n4", t + 1_000 - 2, now);
-        assert_eq!(clocks.ahead_of_peers(now, limit), Some(j + 2), "the least offset of those behind");
-        // The clock is put right: the next requests clear it.
-        let fixed = now - j + 50;
-        clocks.observe("n3", fixed - 2, fixed);
-        clocks.observe("n4", fixed - 2, fixed);
-        assert_eq!(clocks.ahead_of_peers(fixed, limit), None);
-    }
-
-    #[test]
     fn a_clock_ahead_of_its_peers_stamps_nothing_and_reserves_nothing() {
         let (clock, hw) = (ManualClock::new(1_000_000), Arc::new(Counted::default()));
         let hlc = Hlc::open(clock.clone(), hw.clone()).unwrap().with_max_drift_ms(10_000);
@@ -436,6 +341,22 @@ mod tests {
         assert!(hlc.renew_reservation().unwrap());
         let small = Hlc::open(clock, Arc::new(Cell::default())).unwrap().with_max_drift_ms(1_000);
         assert_eq!(small.peer_skew_limit_ms(), MIN_PEER_SKEW_LIMIT_MS, "above transit delays");
+    }
+
+    #[test]
+    fn an_unjudged_clock_reserves_nothing_ahead_until_peers_judge_it_or_the_grace_ends() {
+        let (clock, hw) = (ManualClock::new(1_600_000), Arc::new(Counted::default()));
+        let hlc = Hlc::open(clock.clone(), hw.clone()).unwrap().with_unjudged_grace(std::time::Duration::from_secs(60));
+        assert!(!hlc.renew_reservation().unwrap(), "not judged yet");
+        assert_eq!(hw.0.lock().unwrap().1, 0);
+        // A stamp still reserves for itself.
+        let stamp = hlc.now().unwrap();
+        assert!(hw.0.lock().unwrap().0 >= stamp);
+        hlc.mark_ahead_of_peers(None);
+        clock.set(1_605_000);
+        assert!(hlc.renew_reservation().unwrap(), "judged sound");
+        let alone = Hlc::open(clock, Arc::new(Cell::default())).unwrap().with_unjudged_grace(std::time::Duration::ZERO);
+        assert!(alone.renew_reservation().unwrap(), "nobody judged it within the grace");
     }
 
     #[test]

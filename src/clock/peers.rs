@@ -1,0 +1,254 @@
+//! What a node learns about clocks from its peers: each peer's offset
+//! ([`PeerClocks`]) and, from those, whether this node's own clock is the
+//! one that is off ([`ClockWatch`]), which stops it stamping writes.
+
+use super::{Clock, Hlc};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Span over which the smallest arrival difference of a peer is taken.
+pub const OFFSET_WINDOW_MS: u64 = 30_000;
+/// A peer clock offset beyond this is logged. Last writer wins by these
+/// clocks: a node whose clock is this far behind loses its writes to any
+/// write made up to this long before them.
+pub const OFFSET_WARN_MS: i64 = 1_000;
+
+/// How far each peer's clock is from this node's, estimated from the
+/// timestamps of the peer's authenticated requests. Arrival time minus the
+/// sender's stamp is the offset plus the time the request spent in transit,
+/// and transit only ever adds, so the smallest difference seen over a window
+/// is the estimate. The `Date` of a peer's replies (whole seconds) gives a
+/// rougher one, kept apart: it only votes on this node's own clock
+/// ([`PeerClocks::ahead_of_peers`]) for a peer whose requests stopped
+/// coming (one that holds this node dead, say). Pure: callers pass the times in.
+#[derive(Default)]
+pub struct PeerClocks(Mutex<Heard>);
+
+#[derive(Default)]
+struct Heard {
+    requests: BTreeMap<String, OffsetWindow>,
+    /// Per peer: when its last reply arrived, and the offset it gave.
+    replies: BTreeMap<String, (u64, i64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OffsetWindow {
+    started_ms: u64,
+    /// When the peer's last request arrived.
+    heard_ms: u64,
+    current: i64,
+    previous: Option<i64>,
+    warned_ms: Option<u64>,
+}
+
+impl OffsetWindow {
+    fn estimate(&self) -> i64 {
+        self.previous.map_or(self.current, |p| p.min(self.current))
+    }
+}
+
+impl PeerClocks {
+    /// Records a request `peer` stamped `sent_ms` that arrived at `now_ms`.
+    /// Returns the estimate when it is beyond [`OFFSET_WARN_MS`] and was not
+    /// reported for this peer within the last window, for the caller to log.
+    pub fn observe(&self, peer: &str, sent_ms: u64, now_ms: u64) -> Option<i64> {
+        let sample = (i128::from(now_ms) - i128::from(sent_ms)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        let peers = &mut self.0.lock().expect("peer clocks lock").requests;
+        // Looked up by &str first: a known peer (every request but its first) costs no allocation.
+        if !peers.contains_key(peer) {
+            let fresh = OffsetWindow { started_ms: now_ms, heard_ms: now_ms, current: sample, previous: None, warned_ms: None };
+            peers.insert(peer.to_string(), fresh);
+        }
+        let w = peers.get_mut(peer).expect("just inserted");
+        if now_ms.saturating_sub(w.started_ms) >= OFFSET_WINDOW_MS {
+            *w = OffsetWindow { started_ms: now_ms, heard_ms: now_ms, current: sample, previous: Some(w.current), warned_ms: w.warned_ms };
+        } else {
+            w.current = w.current.min(sample);
+            w.heard_ms = now_ms;
+        }
+        let estimate = w.estimate();
+        let quiet = w.warned_ms.is_some_and(|at| now_ms.saturating_sub(at) < OFFSET_WINDOW_MS);
+        if estimate.abs() > OFFSET_WARN_MS && !quiet {
+            w.warned_ms = Some(now_ms);
+            return Some(estimate);
+        }
+        None
+    }
+
+    /// Records a reply from `peer` dated `date_ms` (an HTTP `Date`: the
+    /// peer's clock, rounded down to the second) that arrived at `now_ms`.
+    /// The offset is taken against the end of that second, so rounding can
+    /// only make it smaller, never make a sound clock look ahead.
+    pub fn observe_reply(&self, peer: &str, date_ms: u64, now_ms: u64) {
+        let sample = (i128::from(now_ms) - i128::from(date_ms) - 999).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        let replies = &mut self.0.lock().expect("peer clocks lock").replies;
+        match replies.get_mut(peer) {
+            Some(r) => *r = (now_ms, sample),
+            None => {
+                replies.insert(peer.to_string(), (now_ms, sample));
+            }
+        }
+    }
+
+    /// How far this node's clock is ahead of its peers' when a majority of
+    /// the peers heard from within the last window run more than `limit_ms`
+    /// behind it (by their current window, so a jump shows at its first
+    /// request; by its last reply for a peer whose requests stopped): the
+    /// least of those offsets. With most peers agreeing, the odd clock out
+    /// is this node's; a lone peer behind is that peer's problem, and it
+    /// finds out the same way.
+    pub fn ahead_of_peers(&self, now_ms: u64, limit_ms: u64) -> Option<u64> {
+        let heard = self.0.lock().expect("peer clocks lock");
+        let recent_ms = |at: u64| now_ms.saturating_sub(at) <= OFFSET_WINDOW_MS;
+        let mut votes: BTreeMap<&str, i64> =
+            heard.requests.iter().filter(|(_, w)| recent_ms(w.heard_ms)).map(|(p, w)| (p.as_str(), w.current)).collect();
+        for (p, &(at, sample)) in &heard.replies {
+            if recent_ms(at) {
+                votes.entry(p.as_str()).or_insert(sample);
+            }
+        }
+        let recent: Vec<i64> = votes.into_values().collect();
+        let behind: Vec<i64> = recent.iter().copied().filter(|&o| o > limit_ms as i64).collect();
+        if behind.len() * 2 > recent.len() {
+            behind.into_iter().min().map(|o| o as u64)
+        } else {
+            None
+        }
+    }
+
+    /// Each peer's estimated offset in ms: how far its clock is behind this
+    /// node's (negative: ahead), over the last one to two windows.
+    pub fn offsets(&self) -> BTreeMap<String, i64> {
+        self.0.lock().expect("peer clocks lock").requests.iter().map(|(p, w)| (p.clone(), w.estimate())).collect()
+    }
+}
+
+/// Peers' clocks and this node's verdict on its own: fed by peers' signed
+/// requests and by the dates on their replies, it marks the HLC ahead (no
+/// writes stamped) while most recent peers find this clock far ahead.
+pub struct ClockWatch {
+    pub peers: PeerClocks,
+    hlc: Arc<Hlc>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ClockWatch {
+    pub fn new(hlc: Arc<Hlc>, clock: Arc<dyn Clock>) -> ClockWatch {
+        ClockWatch { peers: PeerClocks::default(), hlc, clock }
+    }
+
+    /// The node's wall clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// A signed request `peer` sent at `sent_ms` by its clock arrives;
+    /// returns the time it arrived by this node's clock.
+    pub fn request_from(&self, peer: &str, sent_ms: u64) -> u64 {
+        let now = self.clock.now_ms();
+        if let Some(offset_ms) = self.peers.observe(peer, sent_ms, now) {
+            tracing::warn!(
+                peer,
+                offset_ms,
+                "peer clock is off: its requests arrive this many ms behind this node's clock (negative: ahead); last writer wins by these clocks, so check NTP on both"
+            );
+        }
+        self.judge(now);
+        now
+    }
+
+    /// A reply from `peer` dated `date_ms` (its HTTP `Date`) arrives.
+    pub fn reply_from(&self, peer: &str, date_ms: u64) {
+        let now = self.clock.now_ms();
+        self.peers.observe_reply(peer, date_ms, now);
+        self.judge(now);
+    }
+
+    /// Stops or resumes stamping writes on a change of verdict.
+    fn judge(&self, now_ms: u64) {
+        let limit_ms = self.hlc.peer_skew_limit_ms();
+        let ahead = self.peers.ahead_of_peers(now_ms, limit_ms);
+        if self.hlc.mark_ahead_of_peers(ahead) {
+            match ahead {
+                Some(ahead_ms) => tracing::error!(
+                    ahead_ms,
+                    limit_ms,
+                    "this node's clock is ahead of most peers' clocks: refusing writes (503 clock_ahead) and not ready until it is put right; check NTP"
+                ),
+                None => tracing::warn!("this node's clock agrees with its peers' again: writes resume"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_offset_is_the_smallest_arrival_difference_and_warned_once_per_window() {
+        let clocks = PeerClocks::default();
+        let t = 1_000_000;
+        // n2 runs 5 s behind; its requests take 2 to 40 ms to arrive.
+        assert_eq!(clocks.observe("n2", t - 5_000 - 40, t), Some(5_040), "beyond the warning level");
+        assert_eq!(clocks.observe("n2", t + 100 - 5_000 - 2, t + 100), None, "warned once per window");
+        assert_eq!(clocks.offsets()["n2"], 5_002);
+        // n3 runs 3 s ahead; n4 is fine (within the warning level).
+        assert_eq!(clocks.observe("n3", t - 5 + 3_000, t), Some(-2_995));
+        assert_eq!(clocks.observe("n4", t - 7, t), None);
+        assert_eq!(clocks.offsets()["n4"], 7);
+        // n2's clock is fixed: a smaller difference is a better estimate at once.
+        assert_eq!(clocks.observe("n2", t + 200 - 3, t + 200), None);
+        assert_eq!(clocks.offsets()["n2"], 3);
+        // n4's clock falls 4 s behind: the old minimum lasts one to two windows.
+        let w = OFFSET_WINDOW_MS;
+        assert_eq!(clocks.observe("n4", t + 10 - 4_000, t + 10), None);
+        assert_eq!(clocks.observe("n4", t + w - 4_000, t + w), None, "the previous window still holds 7");
+        assert_eq!(clocks.offsets()["n4"], 7);
+        assert_eq!(clocks.observe("n4", t + 2 * w - 4_000, t + 2 * w), Some(4_000));
+        assert_eq!(clocks.offsets()["n4"], 4_000);
+    }
+
+    #[test]
+    fn a_clock_most_peers_find_far_ahead_is_this_nodes_and_shows_at_once() {
+        let clocks = PeerClocks::default();
+        let (t, limit, j) = (10_000_000, 30_000, 600_000);
+        // n2's clock runs 10 min behind, n3's and n4's are in step: n2's problem.
+        clocks.observe("n2", t - j, t);
+        clocks.observe("n3", t - 3, t);
+        clocks.observe("n4", t - 4, t);
+        assert_eq!(clocks.ahead_of_peers(t, limit), None, "one of three behind: that peer's clock is off");
+        // This node's clock jumps 10 min ahead. Peers heard before the jump
+        // seem a window quiet and do not vote; the first request after it
+        // already counts, though the displayed estimate keeps the old minimum.
+        let now = t + j + 1_000;
+        clocks.observe("n3", t + 1_000 - 4, now);
+        assert_eq!(clocks.ahead_of_peers(now, limit), Some(j + 4));
+        assert_eq!(clocks.offsets()["n3"], 3);
+        clocks.observe("n4", t + 1_000 - 2, now);
+        assert_eq!(clocks.ahead_of_peers(now, limit), Some(j + 2), "the least offset of those behind");
+        // The clock is put right: the next requests clear it.
+        let fixed = now - j + 50;
+        clocks.observe("n3", fixed - 2, fixed);
+        clocks.observe("n4", fixed - 2, fixed);
+        assert_eq!(clocks.ahead_of_peers(fixed, limit), None);
+    }
+
+    #[test]
+    fn a_peer_heard_only_by_its_replies_votes_by_their_date_rounded_in_this_clocks_favour() {
+        let clocks = PeerClocks::default();
+        let (t, limit) = (10_000_000, 30_000);
+        // Dated the whole second: at most 999 ms of rounding, never counted against this clock.
+        clocks.observe_reply("n2", t - 999, t + 5);
+        clocks.observe_reply("n3", t - 999, t + 5);
+        assert_eq!(clocks.ahead_of_peers(t + 5, limit), None);
+        clocks.observe_reply("n2", t + 1_000 - 600_000, t + 1_400);
+        clocks.observe_reply("n3", t + 1_000 - 600_000, t + 1_400);
+        assert_eq!(clocks.ahead_of_peers(t + 1_400, limit), Some(600_000 + 400 - 999));
+        assert!(clocks.offsets().is_empty(), "replies are too rough to show as offsets");
+        // A peer's requests, when recent, speak for it rather than its replies.
+        clocks.observe("n2", t + 1_500, t + 1_502);
+        clocks.observe("n3", t + 1_500, t + 1_502);
+        assert_eq!(clocks.ahead_of_peers(t + 1_502, limit), None);
+    }
+}
