@@ -467,6 +467,25 @@ async fn peer_clock_offsets_are_estimated_from_signed_requests() {
     assert!(offsets.get("n8").is_none(), "{offsets}");
 }
 
+/// Three nodes, n3 restarted on `clock` (the others on the system clock).
+async fn with_n3_on(clock: std::sync::Arc<hearsay::clock::SkewedClock>) -> TestCluster {
+    let mut cluster = TestCluster::start(3, opts()).await;
+    cluster.node(2).stop().await;
+    cluster.node(2).opts.clock = Some(clock);
+    cluster.node(2).start_again().await;
+    cluster
+}
+
+async fn wait_clock_ahead(what: &str, c: &Client) {
+    wait_until(what, Duration::from_secs(10), || {
+        let c = c.clone();
+        async move {
+            c.get_path("/ready").await.is_ok_and(|r| r.status == StatusCode::SERVICE_UNAVAILABLE && r.json()["error"] == "clock_ahead")
+        }
+    })
+    .await;
+}
+
 /// A node whose clock jumps 10 min ahead learns from its peers' requests that
 /// it is the odd one out: it refuses writes (503 clock_ahead), is not ready,
 /// and stores nothing stamped in the future, while the others carry on. Put
@@ -474,23 +493,14 @@ async fn peer_clock_offsets_are_estimated_from_signed_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_clock_jumps_ahead_stamps_nothing_until_it_is_put_right() {
     let skew = hearsay::clock::SkewedClock::new(0);
-    let mut cluster = TestCluster::start(3, opts()).await;
-    cluster.node(2).stop().await;
-    cluster.node(2).opts.clock = Some(skew.clone());
-    cluster.node(2).start_again().await;
+    let cluster = with_n3_on(skew.clone()).await;
     cluster.wait_ready().await;
     let n3 = cluster.client(2);
     assert!(n3.put(b"before", "v", "w=all").await.unwrap().status.is_success());
 
     let ten_minutes = 600_000;
     skew.set_offset(ten_minutes);
-    wait_until("n3 hears from its peers that its clock is ahead", Duration::from_secs(10), || {
-        let n3 = n3.clone();
-        async move {
-            n3.get_path("/ready").await.is_ok_and(|r| r.status == StatusCode::SERVICE_UNAVAILABLE && r.json()["error"] == "clock_ahead")
-        }
-    })
-    .await;
+    wait_clock_ahead("n3 hears from its peers that its clock is ahead", &n3).await;
     let r = n3.put(b"during", "v", "w=one").await.unwrap();
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     assert_eq!(r.json()["error"], "clock_ahead", "{}", r.text());
@@ -529,16 +539,8 @@ async fn a_node_whose_clock_jumps_ahead_stamps_nothing_until_it_is_put_right() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_booted_with_its_clock_ahead_persists_none_of_it() {
     let skew = hearsay::clock::SkewedClock::new(600_000);
-    let mut cluster = TestCluster::start(3, opts()).await;
-    cluster.node(2).stop().await;
-    cluster.node(2).opts.clock = Some(skew.clone());
-    cluster.node(2).start_again().await;
-    let n3 = cluster.client(2);
-    wait_until("n3's peers find its clock ahead", Duration::from_secs(10), || {
-        let n3 = n3.clone();
-        async move { n3.get_path("/ready").await.is_ok_and(|r| r.json()["error"] == "clock_ahead") }
-    })
-    .await;
+    let mut cluster = with_n3_on(skew.clone()).await;
+    wait_clock_ahead("n3's peers find its clock ahead", &cluster.client(2)).await;
     // Renewals run every 500 ms: give several the chance to persist the clock.
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.node(2).stop().await;
