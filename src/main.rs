@@ -210,6 +210,9 @@ async fn status(target: &Target) -> Result<()> {
     if let Some(removed) = cluster["removed"].as_object().filter(|r| !r.is_empty()) {
         out!("removed: {}", removed.keys().cloned().collect::<Vec<_>>().join(", "));
     }
+    if let Some(refusal) = cluster["clock_refusal"].as_str() {
+        out!("{} refuses writes: {refusal}", cluster["node"].as_str().unwrap_or("this node"));
+    }
     let drain = admin_json(&c, "/admin/decommission").await.unwrap_or_default();
     if let Some(state) = drain["state"].as_str().filter(|s| *s != "member") {
         let node = cluster["node"].as_str().unwrap_or("this node");
