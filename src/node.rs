@@ -67,12 +67,8 @@ pub async fn run_with_storage(
         Hlc::open(config.clock.0.clone(), Arc::new(MetaHighWater(storage.clone())))
             .map_err(storage_error)?
             .with_max_drift_ms(config.max_clock_drift.as_millis() as u64)
-            // Peers judge the clock from signed requests only.
-            .with_unjudged_grace(if config.seeds.is_empty() || config.cluster_secret.is_none() {
-                std::time::Duration::ZERO
-            } else {
-                crate::clock::UNJUDGED_GRACE
-            }),
+            // A node without seeds has nobody to judge its clock.
+            .with_unjudged_grace(if config.seeds.is_empty() { std::time::Duration::ZERO } else { crate::clock::UNJUDGED_GRACE }),
     );
     if let Err(e) = hlc.check_trusted() {
         tracing::error!(error = %e, "the clock mark persisted before this start is ahead of the wall clock");

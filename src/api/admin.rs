@@ -111,11 +111,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     }
     st.metrics.storage_bytes.set(storage.size_on_disk());
     st.metrics.quarantined.set(storage.quarantine().total());
-    let refusing_ms = match st.repl.kv.hlc().check_trusted() {
-        Ok(()) => 0,
-        Err(crate::clock::ClockAhead::OfPeers { ahead_ms, .. } | crate::clock::ClockAhead::OfItsClock { ahead_ms, .. }) => ahead_ms,
-    };
-    st.metrics.clock_refusing_ms.set(refusing_ms);
+    st.metrics.clock_refusing_ms.set(st.repl.kv.hlc().check_trusted().err().map_or(0, |e| e.ahead_ms()));
     let now = {
         use crate::clock::Clock;
         crate::clock::SystemClock.now_ms()

@@ -14,7 +14,7 @@ mod peers;
 
 pub use peers::{ClockWatch, PeerClocks, OFFSET_WARN_MS, OFFSET_WINDOW_MS};
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -124,6 +124,15 @@ pub enum ClockAhead {
     OfItsClock { ahead_ms: u64, limit_ms: u64 },
 }
 
+impl ClockAhead {
+    /// How far ahead the clock is, whichever the reason.
+    pub fn ahead_ms(&self) -> u64 {
+        match *self {
+            ClockAhead::OfPeers { ahead_ms, .. } | ClockAhead::OfItsClock { ahead_ms, .. } => ahead_ms,
+        }
+    }
+}
+
 /// A hybrid logical clock: stamps are `unix_ms << 16 | logical`.
 pub struct Hlc {
     clock: Arc<dyn Clock>,
@@ -138,7 +147,8 @@ pub struct Hlc {
     high_water: Arc<dyn HighWater>,
     /// Until peers have judged the wall clock (or this passes, for a node
     /// nobody will judge), the reservation is not renewed ahead of it.
-    unjudged_until: Mutex<Option<std::time::Instant>>,
+    unjudged_until: Option<std::time::Instant>,
+    judged: AtomicBool,
 }
 
 impl Hlc {
@@ -153,22 +163,23 @@ impl Hlc {
             reserved: Mutex::new(hwm),
             reserved_hint: AtomicU64::new(hwm),
             high_water,
-            unjudged_until: Mutex::new(None),
+            unjudged_until: None,
+            judged: AtomicBool::new(false),
         })
     }
 
-    /// Sets how far ahead of the wall clock a received version may be.
     /// Renews no reservation ahead of the wall clock for up to `grace`, or
     /// until peers first judge it ([`Hlc::mark_ahead_of_peers`]). A machine
     /// often boots with its clock wrong until NTP steps it; a mark renewed
     /// from that clock would persist its error, and after the next restart
     /// hold writes back until real time caught up. Meanwhile a stamp waits
     /// for its own reservation, as when renewal falls behind.
-    pub fn with_unjudged_grace(self, grace: std::time::Duration) -> Hlc {
-        *self.unjudged_until.lock().expect("hlc lock") = Some(std::time::Instant::now() + grace);
+    pub fn with_unjudged_grace(mut self, grace: std::time::Duration) -> Hlc {
+        self.unjudged_until = Some(std::time::Instant::now() + grace);
         self
     }
 
+    /// Sets how far ahead of the wall clock a received version may be.
     pub fn with_max_drift_ms(mut self, max_drift_ms: u64) -> Hlc {
         self.max_drift_ms = max_drift_ms;
         self
@@ -197,8 +208,9 @@ impl Hlc {
     /// not beyond the limit, see [`PeerClocks::ahead_of_peers`]). Returns
     /// whether that changed between ahead and not, for the caller to log.
     pub fn mark_ahead_of_peers(&self, ahead_ms: Option<u64>) -> bool {
-        *self.unjudged_until.lock().expect("hlc lock") = None;
-        let new = ahead_ms.unwrap_or(0).max(u64::from(ahead_ms.is_some()));
+        self.judged.store(true, Ordering::SeqCst);
+        // 0 stands for "not ahead", so an offset of 0 ms (never beyond a limit) is stored as 1.
+        let new = ahead_ms.map_or(0, |ms| ms.max(1));
         let old = self.ahead_of_peers_ms.swap(new, Ordering::SeqCst);
         (old == 0) != (new == 0)
     }
@@ -270,15 +282,7 @@ impl Hlc {
 
     /// Still within the grace of [`Hlc::with_unjudged_grace`], unjudged.
     fn unjudged(&self) -> bool {
-        let mut until = self.unjudged_until.lock().expect("hlc lock");
-        match *until {
-            Some(t) if std::time::Instant::now() < t => true,
-            Some(_) => {
-                *until = None;
-                false
-            }
-            None => false,
-        }
+        !self.judged.load(Ordering::SeqCst) && self.unjudged_until.is_some_and(|t| std::time::Instant::now() < t)
     }
 
     /// The wall clock as a stamp with no logical part (ms capped at 48 bits).

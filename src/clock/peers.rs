@@ -4,6 +4,7 @@
 
 use super::{Clock, Hlc};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Span over which the smallest arrival difference of a peer is taken.
@@ -12,6 +13,15 @@ pub const OFFSET_WINDOW_MS: u64 = 30_000;
 /// clocks: a node whose clock is this far behind loses its writes to any
 /// write made up to this long before them.
 pub const OFFSET_WARN_MS: i64 = 1_000;
+
+/// `later - earlier`, saturated to the range of an i64.
+fn difference_ms(later: u64, earlier: u64) -> i64 {
+    (i128::from(later) - i128::from(earlier)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// Judging passes over every peer heard from: at most this often, and at
+/// once when the wall clock moved further since (a jump, either way).
+const JUDGE_EVERY_MS: u64 = 250;
 
 /// How far each peer's clock is from this node's, estimated from the
 /// timestamps of the peer's authenticated requests. Arrival time minus the
@@ -52,7 +62,7 @@ impl PeerClocks {
     /// Returns the estimate when it is beyond [`OFFSET_WARN_MS`] and was not
     /// reported for this peer within the last window, for the caller to log.
     pub fn observe(&self, peer: &str, sent_ms: u64, now_ms: u64) -> Option<i64> {
-        let sample = (i128::from(now_ms) - i128::from(sent_ms)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        let sample = difference_ms(now_ms, sent_ms);
         let peers = &mut self.0.lock().expect("peer clocks lock").requests;
         // Looked up by &str first: a known peer (every request but its first) costs no allocation.
         if !peers.contains_key(peer) {
@@ -80,7 +90,7 @@ impl PeerClocks {
     /// The offset is taken against the end of that second, so rounding can
     /// only make it smaller, never make a sound clock look ahead.
     pub fn observe_reply(&self, peer: &str, date_ms: u64, now_ms: u64) {
-        let sample = (i128::from(now_ms) - i128::from(date_ms) - 999).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        let sample = difference_ms(now_ms, date_ms.saturating_add(999));
         let replies = &mut self.0.lock().expect("peer clocks lock").replies;
         match replies.get_mut(peer) {
             Some(r) => *r = (now_ms, sample),
@@ -130,11 +140,13 @@ pub struct ClockWatch {
     pub peers: PeerClocks,
     hlc: Arc<Hlc>,
     clock: Arc<dyn Clock>,
+    /// When the clock was last judged, by its own reading.
+    judged_at_ms: AtomicU64,
 }
 
 impl ClockWatch {
     pub fn new(hlc: Arc<Hlc>, clock: Arc<dyn Clock>) -> ClockWatch {
-        ClockWatch { peers: PeerClocks::default(), hlc, clock }
+        ClockWatch { peers: PeerClocks::default(), hlc, clock, judged_at_ms: AtomicU64::new(0) }
     }
 
     /// The node's wall clock.
@@ -165,7 +177,14 @@ impl ClockWatch {
     }
 
     /// Stops or resumes stamping writes on a change of verdict.
+    /// Runs on peer traffic (every replicated write brings some), so it is
+    /// rate-limited; peers keep talking, so a later sample brings any change.
     fn judge(&self, now_ms: u64) {
+        if now_ms.abs_diff(self.judged_at_ms.load(Ordering::Relaxed)) < JUDGE_EVERY_MS {
+            return;
+        }
+        // Two callers may both judge at once; the verdict is the same.
+        self.judged_at_ms.store(now_ms, Ordering::Relaxed);
         let limit_ms = self.hlc.peer_skew_limit_ms();
         let ahead = self.peers.ahead_of_peers(now_ms, limit_ms);
         if self.hlc.mark_ahead_of_peers(ahead) {
@@ -184,6 +203,46 @@ impl ClockWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A high-water mark kept in memory.
+    #[derive(Default)]
+    struct Mark(Mutex<u64>);
+    impl super::super::HighWater for Mark {
+        fn load(&self) -> Result<u64, crate::storage::StorageError> {
+            Ok(*self.0.lock().unwrap())
+        }
+        fn store(&self, hwm: u64) -> Result<(), crate::storage::StorageError> {
+            *self.0.lock().unwrap() = hwm;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_watch_judges_a_jump_at_once_and_otherwise_at_most_every_quarter_second() {
+        let (t, j) = (10_000_000, 600_000);
+        let clock = super::super::ManualClock::new(t);
+        let hlc = Arc::new(Hlc::open(clock.clone(), Arc::new(Mark::default())).unwrap());
+        let watch = ClockWatch::new(hlc.clone(), clock.clone());
+        watch.request_from("n2", t - 3);
+        assert!(hlc.check_trusted().is_ok());
+        // The clock jumps 10 min: the first request after it is judged.
+        clock.set(t + j + 50);
+        watch.request_from("n2", t + 47);
+        assert!(hlc.check_trusted().is_err());
+        // Put right: a jump back is judged at once too.
+        clock.set(t + 100);
+        watch.request_from("n2", t + 97);
+        assert!(hlc.check_trusted().is_ok());
+        // Within a quarter second of the last verdict, a reply saying
+        // otherwise waits for the next sample.
+        clock.set(t + 200);
+        watch.reply_from("n3", t + 200 - j);
+        watch.reply_from("n4", t + 200 - j);
+        assert!(hlc.check_trusted().is_ok(), "judged 100 ms ago");
+        clock.set(t + 400);
+        watch.reply_from("n4", t + 400 - j);
+        assert!(hlc.check_trusted().is_err(), "n3 and n4 of n2, n3, n4 find this clock ahead");
+    }
 
     #[test]
     fn a_peer_offset_is_the_smallest_arrival_difference_and_warned_once_per_window() {

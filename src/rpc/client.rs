@@ -74,6 +74,11 @@ impl PeerClient {
         self
     }
 
+    /// The node's wall clock.
+    fn now_ms(&self) -> u64 {
+        self.clocks.as_ref().map_or_else(|| SystemClock.now_ms(), |c| c.clock().now_ms())
+    }
+
     /// POSTs `req` to `path` on the peer `(name, addr)` and decodes the reply.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
@@ -106,8 +111,7 @@ impl PeerClient {
             .header(hyper::header::CONTENT_TYPE, codec::CONTENT_TYPE);
         let mut header_bytes = path.len() + addr.len() + 60;
         if let Some(key) = &self.key {
-            let auth =
-                key.sign("POST", path, self.clocks.as_ref().map_or_else(|| SystemClock.now_ms(), |c| c.clock().now_ms()), &self.me, &body);
+            let auth = key.sign("POST", path, self.now_ms(), &self.me, &body);
             header_bytes += HEADER.len() + auth.len() + 4;
             builder = builder.header(HEADER, auth);
         }
