@@ -503,6 +503,17 @@ async fn a_record_damaged_on_disk_is_quarantined_and_restored_from_a_peer() {
     assert_eq!(held, vec![(u64::from(shard.0), 1)], "{info}");
     let metrics = c2.get_path("/metrics").await.unwrap().text();
     assert!(metrics.lines().any(|l| l == "hearsay_quarantined_records 1"), "{metrics}");
+    let listed = c2.get_path("/admin/quarantine").await.unwrap().json();
+    assert_eq!(
+        listed["records"],
+        json!([{ "shard": shard.0, "key": hearsay::types::encode_key_bytes(key), "bytes": damaged.len(), "restored": true }]),
+        "{listed}"
+    );
+    let released = c2.send(Method::DELETE, "/admin/quarantine", &[], bytes::Bytes::new()).await.unwrap().json();
+    assert_eq!((released["released"].as_u64(), released["held"].as_u64()), (Some(1), Some(0)), "{released}");
+    let metrics = c2.get_path("/metrics").await.unwrap().text();
+    assert!(metrics.lines().any(|l| l == "hearsay_quarantined_records 0"), "{metrics}");
+    assert_eq!(c2.get(key, "r=one").await.unwrap().text(), "value 7", "releasing touches no data");
     let status = c2.get_path("/admin/anti-entropy").await.unwrap().json();
     let own_run = status["history"].as_array().unwrap().iter().any(|r| r["outcome"] == "completed" && r["shards_total"] == 1);
     assert!(own_run, "n3 ran a repair of the one shard by itself: {status}");

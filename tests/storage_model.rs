@@ -482,6 +482,20 @@ fn damaged_records_are_quarantined_at_open() {
     assert!(store.quarantine().moved_at_open.is_empty(), "nothing new to move on the next open");
     assert_eq!(store.quarantine().total(), 2, "the quarantine keeps what it holds");
     assert_eq!(store.get(*rot_shard, rot_key).unwrap(), Some(value(b"good")));
+    // Releasing drops what was restored and keeps what is still missing.
+    let restored = |store: &SledStorage| -> Vec<(Vec<u8>, bool)> {
+        store.quarantined(10).unwrap().into_iter().map(|q| (q.key.to_vec(), q.restored)).collect()
+    };
+    let mut listed = restored(&store);
+    listed.sort();
+    assert_eq!(listed, [(b"bad".to_vec(), false), (b"rot".to_vec(), true)]);
+    assert_eq!(store.release_restored().unwrap(), 1);
+    assert_eq!(restored(&store), [(b"bad".to_vec(), false)]);
+    assert_eq!(store.quarantine().total(), 1);
+    assert_eq!(store.release_restored().unwrap(), 0, "bad is still missing");
+    drop(store);
+    let store = SledStorage::open(&opts).unwrap();
+    assert_eq!(store.quarantine().total(), 1, "released for good");
 }
 
 /// `hearsay migrate` opens a data dir the way a node does (same sled

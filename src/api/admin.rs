@@ -159,6 +159,34 @@ struct ShardInfo {
     quarantined: u64,
 }
 
+/// Largest listing of `GET /admin/quarantine`.
+const MAX_QUARANTINE_LISTING: usize = 1000;
+
+/// `GET /admin/quarantine`: the damaged records this node set aside at open
+/// (the first 1000, by shard and key), and whether each key is restored.
+pub async fn quarantine(State(st): State<AppState>) -> Result<Json<serde_json::Value>, super::error::ApiError> {
+    let storage = st.repl.kv.storage();
+    let mut records = storage.quarantined(MAX_QUARANTINE_LISTING + 1)?;
+    let more = records.len() > MAX_QUARANTINE_LISTING;
+    records.truncate(MAX_QUARANTINE_LISTING);
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| json!({ "shard": r.shard, "key": crate::types::encode_key_bytes(&r.key), "bytes": r.bytes, "restored": r.restored }))
+        .collect();
+    Ok(Json(json!({ "node": st.node, "held": storage.quarantine().total(), "records": records, "more": more })))
+}
+
+/// `DELETE /admin/quarantine`: drops the damaged bytes of every record a
+/// peer's copy has restored; those still missing stay.
+pub async fn release_quarantine(State(st): State<AppState>) -> Result<Json<serde_json::Value>, super::error::ApiError> {
+    let storage = st.repl.kv.storage();
+    let released = storage.release_restored()?;
+    if released > 0 {
+        tracing::info!(released, "released restored records from the quarantine");
+    }
+    Ok(Json(json!({ "node": st.node, "released": released, "held": storage.quarantine().total() })))
+}
+
 pub async fn shards(State(st): State<AppState>) -> Json<serde_json::Value> {
     let storage = st.repl.kv.storage();
     let placement = st.repl.membership.placement();

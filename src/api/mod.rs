@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(admin::ready))
         .route("/metrics", get(admin::metrics))
         .route("/admin/shards", get(admin::shards))
+        .route("/admin/quarantine", get(admin::quarantine).delete(admin::release_quarantine))
         .route("/admin/mail", get(admin::mail))
         .route("/admin/cluster", get(admin::cluster))
         .route("/admin/members/{id}/remove", post(admin::remove_member))

@@ -220,6 +220,30 @@ pub trait Storage: Send + Sync + 'static {
     fn quarantine(&self) -> Quarantine {
         Quarantine::default()
     }
+
+    /// Up to `limit` quarantined records, in (shard, key) order.
+    fn quarantined(&self, _limit: usize) -> Result<Vec<Quarantined>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Drops from the quarantine every record whose key its shard holds
+    /// again (a peer's copy restored it); one still missing stays, and a
+    /// peer's copy of it is still taken below a purge floor. Returns how
+    /// many were dropped.
+    fn release_restored(&self) -> Result<u64, StorageError> {
+        Ok(0)
+    }
+}
+
+/// One record the quarantine holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    pub shard: u32,
+    pub key: Bytes,
+    /// Size of the damaged bytes kept.
+    pub bytes: usize,
+    /// Its shard holds the key again.
+    pub restored: bool,
 }
 
 /// Records a store set aside at open because their bytes no longer match

@@ -42,7 +42,8 @@ pub struct SledStorage {
     counts: Vec<Counters>,
     trees: crate::merkle::Trees,
     stripes: Vec<Mutex<()>>,
-    quarantine: Quarantine,
+    /// Counts change as restored records are released.
+    quarantine: Mutex<Quarantine>,
     floors: super::floor::Floors,
 }
 
@@ -117,6 +118,12 @@ fn quarantine_key(shard: u32, key: &[u8]) -> Vec<u8> {
     [&shard.to_be_bytes()[..], key].concat()
 }
 
+/// The shard and key of a quarantine entry's key.
+fn split_quarantine_key(raw: &[u8]) -> Option<(u32, &[u8])> {
+    let (shard, key) = raw.split_first_chunk::<4>()?;
+    Some((u32::from_be_bytes(*shard), key))
+}
+
 pub fn shard_tree_name(shard: u32) -> String {
     format!("shard/{shard:05}")
 }
@@ -184,12 +191,13 @@ impl SledStorage {
         }
         for item in quarantine_tree.iter() {
             let (k, _) = item?;
-            if let Some(s) = k.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
-                *quarantine.held.entry(u32::from_be_bytes(s)).or_default() += 1;
+            if let Some((s, _)) = split_quarantine_key(&k) {
+                *quarantine.held.entry(s).or_default() += 1;
             }
         }
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         let floors = super::floor::Floors::load(shards, |k| Ok(meta.get(k)?.map(|v| v.to_vec())))?;
+        let quarantine = Mutex::new(quarantine);
         Ok(SledStorage { db, meta, shards: trees, counts, trees: merkle, stripes, quarantine, floors })
     }
 
@@ -373,7 +381,41 @@ impl Storage for SledStorage {
     }
 
     fn quarantine(&self) -> Quarantine {
-        self.quarantine.clone()
+        self.quarantine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn quarantined(&self, limit: usize) -> Result<Vec<super::Quarantined>, StorageError> {
+        let tree = self.db.open_tree(aux_tree_name(QUARANTINE_TREE))?;
+        let mut out = Vec::new();
+        for item in tree.iter().take(limit) {
+            let (raw, bytes) = item?;
+            let Some((shard, key)) = split_quarantine_key(&raw) else { continue };
+            let restored = self.shards.get(shard as usize).map(|t| t.contains_key(key)).transpose()?.unwrap_or(false);
+            out.push(super::Quarantined { shard, key: Bytes::copy_from_slice(key), bytes: bytes.len(), restored });
+        }
+        Ok(out)
+    }
+
+    fn release_restored(&self) -> Result<u64, StorageError> {
+        let tree = self.db.open_tree(aux_tree_name(QUARANTINE_TREE))?;
+        let mut released = 0;
+        for item in tree.iter() {
+            let (raw, _) = item?;
+            let Some((shard, key)) = split_quarantine_key(&raw) else { continue };
+            if self.shards.get(shard as usize).map(|t| t.contains_key(key)).transpose()?.unwrap_or(false) {
+                tree.remove(&raw)?;
+                let mut q = self.quarantine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(n) = q.held.get_mut(&shard) {
+                    *n = n.saturating_sub(1);
+                }
+                q.held.retain(|_, n| *n > 0);
+                released += 1;
+            }
+        }
+        if released > 0 {
+            self.db.flush()?;
+        }
+        Ok(released)
     }
 
     fn aux_put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
