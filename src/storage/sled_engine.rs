@@ -201,6 +201,16 @@ impl SledStorage {
         Ok(SledStorage { db, meta, shards: trees, counts, trees: merkle, stripes, quarantine, floors })
     }
 
+    /// Whether `shard` holds a record of `key` (one restored after quarantine).
+    fn holds(&self, shard: u32, key: &[u8]) -> Result<bool, StorageError> {
+        Ok(self.shards.get(shard as usize).map(|t| t.contains_key(key)).transpose()?.unwrap_or(false))
+    }
+
+    fn quarantine_counts(&self) -> MutexGuard<'_, Quarantine> {
+        // Counts only; a panic while they were held leaves nothing half-done.
+        self.quarantine.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn is_quarantined(&self, shard: ShardId, key: &[u8]) -> Result<bool, StorageError> {
         Ok(self.db.open_tree(aux_tree_name(QUARANTINE_TREE))?.contains_key(quarantine_key(shard.0, key))?)
     }
@@ -381,7 +391,7 @@ impl Storage for SledStorage {
     }
 
     fn quarantine(&self) -> Quarantine {
-        self.quarantine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.quarantine_counts().clone()
     }
 
     fn quarantined(&self, limit: usize) -> Result<Vec<super::Quarantined>, StorageError> {
@@ -390,7 +400,7 @@ impl Storage for SledStorage {
         for item in tree.iter().take(limit) {
             let (raw, bytes) = item?;
             let Some((shard, key)) = split_quarantine_key(&raw) else { continue };
-            let restored = self.shards.get(shard as usize).map(|t| t.contains_key(key)).transpose()?.unwrap_or(false);
+            let restored = self.holds(shard, key)?;
             out.push(super::Quarantined { shard, key: Bytes::copy_from_slice(key), bytes: bytes.len(), restored });
         }
         Ok(out)
@@ -402,9 +412,9 @@ impl Storage for SledStorage {
         for item in tree.iter() {
             let (raw, _) = item?;
             let Some((shard, key)) = split_quarantine_key(&raw) else { continue };
-            if self.shards.get(shard as usize).map(|t| t.contains_key(key)).transpose()?.unwrap_or(false) {
-                tree.remove(&raw)?;
-                let mut q = self.quarantine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Counted only by the release that removed it, should two run at once.
+            if self.holds(shard, key)? && tree.remove(&raw)?.is_some() {
+                let mut q = self.quarantine_counts();
                 if let Some(n) = q.held.get_mut(&shard) {
                     *n = n.saturating_sub(1);
                 }
