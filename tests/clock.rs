@@ -1,0 +1,193 @@
+//! Clocks across real in-process nodes: versions stamped too far ahead are
+//! refused, peers' clock offsets are estimated, and a node whose own clock
+//! runs ahead stops stamping writes until it is put right.
+
+mod common;
+
+use bytes::Bytes;
+use common::{wait_until, NodeOpts, TestCluster, SECRET};
+use hearsay::client::Client;
+use hyper::{Method, StatusCode};
+use std::time::Duration;
+
+fn opts() -> NodeOpts {
+    NodeOpts { write_timeout: Duration::from_millis(1500), ..NodeOpts::default() }
+}
+
+/// The hybrid clock of `version` (the first half of `X-Hearsay-Version`).
+fn hlc_of(r: &hearsay::client::Response) -> u64 {
+    u64::from_str_radix(&r.header("x-hearsay-version").expect("a version header")[..16], 16).unwrap()
+}
+
+/// A peer's version stamped far ahead of this node's clock is refused with
+/// 409 clock_skew, applies nothing (not even the sound records of its batch)
+/// and does not drag this node's clock along; one a second ahead is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_far_ahead_of_the_clock_is_refused_and_moves_no_clock() {
+    use hearsay::rpc::mac::{MacKey, HEADER};
+    use hearsay::rpc::{codec, ApplyBatch, WireRecord};
+    let cluster = TestCluster::start(3, opts()).await;
+    let c = cluster.client(0);
+    let key = MacKey::from_secret(SECRET).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let record = |k: &'static [u8], ms: u64| WireRecord {
+        key: Bytes::from_static(k),
+        hlc: ms << 16,
+        node: 9,
+        value: Some(Bytes::from_static(b"v")),
+    };
+    let send = |records: Vec<WireRecord>| {
+        let c = c.clone();
+        let body = codec::encode(&ApplyBatch { records });
+        let auth = key.sign("POST", "/internal/apply", now, "n2", &body);
+        async move { c.send(Method::POST, "/internal/apply", &[(HEADER, &auth)], Bytes::from(body)).await.unwrap() }
+    };
+    let ten_minutes = 10 * 60 * 1000;
+    let r = send(vec![record(b"sound", now), record(b"future", now + ten_minutes)]).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert_eq!(r.json()["error"], "clock_skew", "{}", r.text());
+    for k in [&b"sound"[..], b"future"] {
+        assert_eq!(c.get(k, "r=one").await.unwrap().status, StatusCode::NOT_FOUND, "a refused batch applies nothing");
+    }
+    let w = c.put(b"after", "v", "w=all").await.unwrap();
+    assert!(w.status.is_success(), "{}", w.text());
+    assert!(hlc_of(&w) >> 16 < now + ten_minutes / 2, "n1's clock was not dragged ahead");
+
+    let r = send(vec![record(b"soon", now + 1000)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(c.get(b"soon", "r=one").await.unwrap().status, StatusCode::OK);
+}
+
+/// Each node estimates how far its peers' clocks are from its own, from
+/// their signed requests, and shows it in /admin/cluster and /metrics: near
+/// zero for peers on this machine, and the real offset for a sender whose
+/// clock is 45 s behind, even though that sender's requests are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_clock_offsets_are_estimated_from_signed_requests() {
+    use hearsay::rpc::mac::{MacKey, HEADER};
+    let cluster = TestCluster::start(3, opts()).await;
+    let c = cluster.client(0);
+    assert!(cluster.client(1).put(b"k", "v", "w=all").await.unwrap().status.is_success(), "n2 mails n1");
+    let offsets = c.get_path("/admin/cluster").await.unwrap().json()["clock_offsets_ms"].clone();
+    let n2 = offsets["n2"].as_i64().unwrap_or_else(|| panic!("n1 heard from n2: {offsets}"));
+    assert!(n2.abs() < 1_000, "n2 runs on the same clock: {offsets}");
+
+    let key = MacKey::from_secret(SECRET).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let body = hearsay::rpc::codec::encode(&hearsay::rpc::ReadRequest { key: Bytes::from_static(b"k") });
+    let auth = key.sign("POST", "/internal/read", now - 45_000, "n9", &body);
+    let r = c.send(Method::POST, "/internal/read", &[(HEADER, &auth)], Bytes::from(body)).await.unwrap();
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a request 45 s old is refused: {}", r.text());
+    let offsets = c.get_path("/admin/cluster").await.unwrap().json()["clock_offsets_ms"].clone();
+    let n9 = offsets["n9"].as_i64().unwrap_or_else(|| panic!("the refused sender is listed: {offsets}"));
+    assert!((45_000..50_000).contains(&n9), "{offsets}");
+    let metrics = c.get_path("/metrics").await.unwrap().text();
+    assert!(metrics.contains(&format!("hearsay_peer_clock_offset_ms{{peer=\"n9\"}} {n9}")), "{metrics}");
+
+    // A forged request teaches nothing.
+    let forged = MacKey::from_secret(b"not-the-cluster-secret").unwrap().sign("POST", "/internal/read", now - 90_000, "n8", b"");
+    let r = c.send(Method::POST, "/internal/read", &[(HEADER, &forged)], Bytes::new()).await.unwrap();
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let offsets = c.get_path("/admin/cluster").await.unwrap().json()["clock_offsets_ms"].clone();
+    assert!(offsets.get("n8").is_none(), "{offsets}");
+}
+
+/// What `hearsay status` prints about the cluster as `node` sees it.
+async fn hearsay_status(node: &str) -> String {
+    let node = node.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hearsay")).args(["status", "--node", &node]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// Three nodes, n3 restarted on `clock` (the others on the system clock).
+async fn with_n3_on(clock: std::sync::Arc<hearsay::clock::SkewedClock>) -> TestCluster {
+    let mut cluster = TestCluster::start(3, opts()).await;
+    cluster.node(2).stop().await;
+    cluster.node(2).opts.clock = Some(clock);
+    cluster.node(2).start_again().await;
+    cluster
+}
+
+async fn wait_clock_ahead(what: &str, c: &Client) {
+    wait_until(what, Duration::from_secs(10), || {
+        let c = c.clone();
+        async move {
+            c.get_path("/ready").await.is_ok_and(|r| r.status == StatusCode::SERVICE_UNAVAILABLE && r.json()["error"] == "clock_ahead")
+        }
+    })
+    .await;
+}
+
+/// A node whose clock jumps 10 min ahead learns from its peers' requests that
+/// it is the odd one out: it refuses writes (503 clock_ahead), is not ready,
+/// and stores nothing stamped in the future, while the others carry on. Put
+/// right, it takes writes again, stamped by the true time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_jumps_ahead_stamps_nothing_until_it_is_put_right() {
+    let skew = hearsay::clock::SkewedClock::new(0);
+    let cluster = with_n3_on(skew.clone()).await;
+    cluster.wait_ready().await;
+    let n3 = cluster.client(2);
+    assert!(n3.put(b"before", "v", "w=all").await.unwrap().status.is_success());
+
+    let ten_minutes = 600_000;
+    skew.set_offset(ten_minutes);
+    wait_clock_ahead("n3 hears from its peers that its clock is ahead", &n3).await;
+    let r = n3.put(b"during", "v", "w=one").await.unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.json()["error"], "clock_ahead", "{}", r.text());
+    assert!(r.error_message().contains("ahead of most of its peers' clocks"), "{}", r.text());
+    let refusal = n3.get_path("/admin/cluster").await.unwrap().json()["clock_refusal"].clone();
+    assert!(refusal.is_string(), "{refusal}");
+    let metrics = n3.get_path("/metrics").await.unwrap().text();
+    let gauge = metrics.lines().find_map(|l| l.strip_prefix("hearsay_clock_ahead_refusing_writes_ms ")).map(|v| v.parse::<u64>().unwrap());
+    assert!(gauge.is_some_and(|ms| ms >= ten_minutes as u64 - 5_000), "{metrics}");
+    let status = hearsay_status(&cluster.nodes[2].url).await;
+    assert!(status.contains("cluster of 3 members"), "{status}");
+    assert!(status.contains("n3 refuses writes: this node's clock is"), "{status}");
+    assert_eq!(n3.delete(b"before", "w=one").await.unwrap().status, StatusCode::SERVICE_UNAVAILABLE, "deletes are stamped too");
+    assert_eq!(n3.get(b"during", "r=one").await.unwrap().status, StatusCode::NOT_FOUND, "nothing was stored");
+    let elsewhere = cluster.client(0).put(b"elsewhere", "v", "w=quorum").await.unwrap();
+    assert!(elsewhere.status.is_success(), "n1 and n2 carry on: {}", elsewhere.text());
+    assert!(cluster.client(0).get_path("/ready").await.unwrap().status.is_success(), "n1's clock is not in doubt");
+
+    skew.set_offset(0);
+    wait_until("n3 takes writes again", Duration::from_secs(30), || {
+        let n3 = n3.clone();
+        async move { n3.put(b"after", "v", "w=one").await.is_ok_and(|r| r.status.is_success()) }
+    })
+    .await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let after = n3.get(b"after", "r=one").await.unwrap();
+    // A restarted clock resumes at its persisted reservation, 2 s ahead at most.
+    let stamped = hlc_of(&after) >> 16;
+    assert!(stamped <= now + 5_000, "stamped by the true time: {stamped} vs now {now}");
+    assert!(n3.get_path("/admin/cluster").await.unwrap().json()["clock_refusal"].is_null());
+    assert!(!hearsay_status(&cluster.nodes[2].url).await.contains("refuses writes"));
+    let metrics = n3.get_path("/metrics").await.unwrap().text();
+    assert!(metrics.contains("hearsay_clock_ahead_refusing_writes_ms 0\n"), "{metrics}");
+}
+
+/// A node that boots with its clock 10 min ahead (as before NTP steps it)
+/// is judged by its peers before it persists that clock: restarted once the
+/// clock is right, it takes writes at once instead of refusing them until
+/// real time catches up with a mark renewed from the wrong clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_booted_with_its_clock_ahead_persists_none_of_it() {
+    let skew = hearsay::clock::SkewedClock::new(600_000);
+    let mut cluster = with_n3_on(skew.clone()).await;
+    wait_clock_ahead("n3's peers find its clock ahead", &cluster.client(2)).await;
+    // Renewals run every 500 ms: give several the chance to persist the clock.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.node(2).stop().await;
+    skew.set_offset(0);
+    cluster.node(2).start_again().await;
+    let r = cluster.client(2).put(b"k", "v", "w=one").await.unwrap();
+    assert!(r.status.is_success(), "{}", r.text());
+}
