@@ -400,7 +400,7 @@ fn a_format_1_data_dir_opens_and_reads() {
     expect.update(hearsay::merkle::leaf_of(key), None, &hearsay::merkle::record_digest(key, newer.version, Some(b"new")));
     assert_eq!(store.trees().shard(shard.0).root(), expect.root());
     drop(store);
-    let db = sled::Config::new().path(&path).open().unwrap();
+    let db = hearsay::storage::sled_engine::open_db(&opts).unwrap();
     let raw = db.open_tree(format!("shard/{:05}", shard.0)).unwrap().get(key).unwrap().unwrap();
     assert_eq!(raw[0], 2, "rewritten in record format 2");
     let conf = String::from_utf8_lossy(&std::fs::read(path.join("conf")).unwrap()).into_owned();

@@ -104,8 +104,18 @@ pub fn run(db: &sled::Db) -> Result<Report, MigrationError> {
 mod tests {
     use super::*;
 
+    /// Opens `dir`, waiting out the lock of a handle this test just
+    /// dropped: sled's background threads release it a little later.
     fn open(dir: &std::path::Path) -> sled::Db {
-        sled::Config::new().path(dir).open().unwrap()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match sled::Config::new().path(dir).open() {
+                Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => return opened.unwrap(),
+            }
+        }
     }
 
     #[test]
