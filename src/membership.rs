@@ -381,7 +381,7 @@ impl Membership {
             // answers, with a hello this node must refuse).
             let seeds = if self.is_retired() { &[][..] } else { &self.seeds[..] };
             for seed in seeds.iter().filter(|s| !self.is_removed_addr(s)) {
-                match peers.call::<_, HelloReply>(("seed", seed), PATH_HELLO, &self.hello(), Duration::from_secs(2)).await {
+                match peers.call::<_, HelloReply>(("", seed), PATH_HELLO, &self.hello(), Duration::from_secs(2)).await {
                     Ok(reply) => match self.absorb(&reply) {
                         Ok(()) => {
                             self.state.write().expect("membership lock").answered_seeds.insert(seed.clone());
@@ -470,8 +470,7 @@ impl Membership {
                     stats.messages.get_or_create(&KindLabels { kind: envelope.msg.kind().to_string() }).inc();
                     let peers = peers.clone();
                     tokio::spawn(async move {
-                        let name = if id.is_empty() { addr.as_str() } else { id.as_str() };
-                        let sent = peers.call::<_, ()>((name, &addr), PATH_GOSSIP, &envelope, GOSSIP_SEND_TIMEOUT).await;
+                        let sent = peers.call::<_, ()>((id.as_str(), addr.as_str()), PATH_GOSSIP, &envelope, GOSSIP_SEND_TIMEOUT).await;
                         if let Err(e) = sent {
                             tracing::trace!(to = %addr, kind = envelope.msg.kind(), error = %e, "gossip message not delivered");
                         }

@@ -105,9 +105,9 @@ async fn hearsay_status(node: &str) -> String {
     stdout
 }
 
-/// Three nodes, n3 restarted on `clock` (the others on the system clock).
-async fn with_n3_on(clock: std::sync::Arc<hearsay::clock::SkewedClock>) -> TestCluster {
-    let mut cluster = TestCluster::start(3, opts()).await;
+/// Three nodes on `opts`, n3 restarted on `clock` (the others on the system clock).
+async fn with_n3_on(clock: std::sync::Arc<hearsay::clock::SkewedClock>, opts: NodeOpts) -> TestCluster {
+    let mut cluster = TestCluster::start(3, opts).await;
     cluster.node(2).stop().await;
     cluster.node(2).opts.clock = Some(clock);
     cluster.node(2).start_again().await;
@@ -131,7 +131,7 @@ async fn wait_clock_ahead(what: &str, c: &Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_clock_jumps_ahead_stamps_nothing_until_it_is_put_right() {
     let skew = hearsay::clock::SkewedClock::new(0);
-    let cluster = with_n3_on(skew.clone()).await;
+    let cluster = with_n3_on(skew.clone(), opts()).await;
     cluster.wait_ready().await;
     let n3 = cluster.client(2);
     assert!(n3.put(b"before", "v", "w=all").await.unwrap().status.is_success());
@@ -181,7 +181,7 @@ async fn a_node_whose_clock_jumps_ahead_stamps_nothing_until_it_is_put_right() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_booted_with_its_clock_ahead_persists_none_of_it() {
     let skew = hearsay::clock::SkewedClock::new(600_000);
-    let mut cluster = with_n3_on(skew.clone()).await;
+    let mut cluster = with_n3_on(skew.clone(), opts()).await;
     wait_clock_ahead("n3's peers find its clock ahead", &cluster.client(2)).await;
     // Renewals run every 500 ms: give several the chance to persist the clock.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -190,4 +190,30 @@ async fn a_node_booted_with_its_clock_ahead_persists_none_of_it() {
     cluster.node(2).start_again().await;
     let r = cluster.client(2).put(b"k", "v", "w=one").await.unwrap();
     assert!(r.status.is_success(), "{}", r.text());
+}
+
+/// A node that boots with its clock ahead and has it stepped right while
+/// it runs (NTP syncing just after boot) takes writes again within moments:
+/// what it heard while its clock was wrong has no say any more. 6 s ahead,
+/// with peers allowing 1 s of drift, it still joins (signed requests may be
+/// 30 s off), so it no longer asks the seeds by address every half second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_booted_ahead_takes_writes_as_soon_as_its_clock_is_stepped_back() {
+    let skew = hearsay::clock::SkewedClock::new(6_000);
+    let cluster = with_n3_on(skew.clone(), NodeOpts { max_clock_drift: Duration::from_secs(1), ..opts() }).await;
+    let n3 = cluster.client(2);
+    wait_clock_ahead("n3's peers find its clock ahead", &n3).await;
+    wait_until("n3 joined", Duration::from_secs(10), || {
+        let n3 = n3.clone();
+        async move { n3.get_path("/admin/cluster").await.is_ok_and(|r| r.json()["ready"] == true) }
+    })
+    .await;
+    // The seeds' answers while ahead are the ones that must not linger.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    skew.set_offset(0);
+    wait_until("n3 takes writes again", Duration::from_secs(5), || {
+        let n3 = n3.clone();
+        async move { n3.put(b"k", "v", "w=one").await.is_ok_and(|r| r.status.is_success()) }
+    })
+    .await;
 }

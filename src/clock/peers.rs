@@ -19,6 +19,18 @@ fn difference_ms(later: u64, earlier: u64) -> i64 {
     (i128::from(later) - i128::from(earlier)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
+/// Records a reply dated `date_ms` (an HTTP `Date`, rounded down to the
+/// second) that arrived at `now_ms`, against the end of that second.
+fn note_reply(replies: &mut BTreeMap<String, (u64, i64)>, from: &str, date_ms: u64, now_ms: u64) {
+    let heard = (now_ms, difference_ms(now_ms, date_ms.saturating_add(999)));
+    match replies.get_mut(from) {
+        Some(r) => *r = heard,
+        None => {
+            replies.insert(from.to_string(), heard);
+        }
+    }
+}
+
 /// Judging passes over every peer heard from: at most this often, and at
 /// once when the wall clock moved further since (a jump, either way).
 const JUDGE_EVERY_MS: u64 = 250;
@@ -30,7 +42,10 @@ const JUDGE_EVERY_MS: u64 = 250;
 /// is the estimate. The `Date` of a peer's replies (whole seconds) gives a
 /// rougher one, kept apart: it only votes on this node's own clock
 /// ([`PeerClocks::ahead_of_peers`]) for a peer whose requests stopped
-/// coming (one that holds this node dead, say). Pure: callers pass the times in.
+/// coming (one that holds this node dead, say). Replies from an address
+/// whose member is not known yet (a seed, at boot) vote only while no member
+/// is heard from: the same node would otherwise count twice, under its
+/// address and its name. Pure: callers pass the times in.
 #[derive(Default)]
 pub struct PeerClocks(Mutex<Heard>);
 
@@ -39,6 +54,8 @@ struct Heard {
     requests: BTreeMap<String, OffsetWindow>,
     /// Per peer: when its last reply arrived, and the offset it gave.
     replies: BTreeMap<String, (u64, i64)>,
+    /// The same, per address, for replies from peers not known by name.
+    unnamed_replies: BTreeMap<String, (u64, i64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +87,11 @@ impl PeerClocks {
             peers.insert(peer.to_string(), fresh);
         }
         let w = peers.get_mut(peer).expect("just inserted");
-        if now_ms.saturating_sub(w.started_ms) >= OFFSET_WINDOW_MS {
+        if now_ms < w.started_ms {
+            // This clock went back since the window began: its samples were
+            // taken against a reading that was wrong then or is wrong now.
+            *w = OffsetWindow { started_ms: now_ms, heard_ms: now_ms, current: sample, previous: None, warned_ms: w.warned_ms };
+        } else if now_ms - w.started_ms >= OFFSET_WINDOW_MS {
             *w = OffsetWindow { started_ms: now_ms, heard_ms: now_ms, current: sample, previous: Some(w.current), warned_ms: w.warned_ms };
         } else {
             w.current = w.current.min(sample);
@@ -90,14 +111,14 @@ impl PeerClocks {
     /// The offset is taken against the end of that second, so rounding can
     /// only make it smaller, never make a sound clock look ahead.
     pub fn observe_reply(&self, peer: &str, date_ms: u64, now_ms: u64) {
-        let sample = difference_ms(now_ms, date_ms.saturating_add(999));
         let replies = &mut self.0.lock().expect("peer clocks lock").replies;
-        match replies.get_mut(peer) {
-            Some(r) => *r = (now_ms, sample),
-            None => {
-                replies.insert(peer.to_string(), (now_ms, sample));
-            }
-        }
+        note_reply(replies, peer, date_ms, now_ms);
+    }
+
+    /// [`PeerClocks::observe_reply`] for a reply from `addr`, whose member is not known.
+    pub fn observe_unnamed_reply(&self, addr: &str, date_ms: u64, now_ms: u64) {
+        let replies = &mut self.0.lock().expect("peer clocks lock").unnamed_replies;
+        note_reply(replies, addr, date_ms, now_ms);
     }
 
     /// How far this node's clock is ahead of its peers' when a majority of
@@ -109,13 +130,18 @@ impl PeerClocks {
     /// finds out the same way.
     pub fn ahead_of_peers(&self, now_ms: u64, limit_ms: u64) -> Option<u64> {
         let heard = self.0.lock().expect("peer clocks lock");
-        let recent_ms = |at: u64| now_ms.saturating_sub(at) <= OFFSET_WINDOW_MS;
+        // Heard "later" than now means this clock went back since: that
+        // sample was taken against another reading and has no vote.
+        let recent_ms = |at: u64| at <= now_ms && now_ms - at <= OFFSET_WINDOW_MS;
         let mut votes: BTreeMap<&str, i64> =
             heard.requests.iter().filter(|(_, w)| recent_ms(w.heard_ms)).map(|(p, w)| (p.as_str(), w.current)).collect();
         for (p, &(at, sample)) in &heard.replies {
             if recent_ms(at) {
                 votes.entry(p.as_str()).or_insert(sample);
             }
+        }
+        if votes.is_empty() {
+            votes = heard.unnamed_replies.iter().filter(|(_, r)| recent_ms(r.0)).map(|(a, r)| (a.as_str(), r.1)).collect();
         }
         let recent: Vec<i64> = votes.into_values().collect();
         let behind: Vec<i64> = recent.iter().copied().filter(|&o| o > limit_ms as i64).collect();
@@ -169,10 +195,15 @@ impl ClockWatch {
         now
     }
 
-    /// A reply from `peer` dated `date_ms` (its HTTP `Date`) arrives.
-    pub fn reply_from(&self, peer: &str, date_ms: u64) {
+    /// A reply from the peer `(name, addr)` dated `date_ms` (its HTTP
+    /// `Date`) arrives; `name` is empty for a peer not known by name.
+    pub fn reply_from(&self, (name, addr): (&str, &str), date_ms: u64) {
         let now = self.clock.now_ms();
-        self.peers.observe_reply(peer, date_ms, now);
+        if name.is_empty() {
+            self.peers.observe_unnamed_reply(addr, date_ms, now);
+        } else {
+            self.peers.observe_reply(name, date_ms, now);
+        }
         self.judge(now);
     }
 
@@ -236,11 +267,11 @@ mod tests {
         // Within a quarter second of the last verdict, a reply saying
         // otherwise waits for the next sample.
         clock.set(t + 200);
-        watch.reply_from("n3", t + 200 - j);
-        watch.reply_from("n4", t + 200 - j);
+        watch.reply_from(("n3", "a3"), t + 200 - j);
+        watch.reply_from(("n4", "a4"), t + 200 - j);
         assert!(hlc.check_trusted().is_ok(), "judged 100 ms ago");
         clock.set(t + 400);
-        watch.reply_from("n4", t + 400 - j);
+        watch.reply_from(("n4", "a4"), t + 400 - j);
         assert!(hlc.check_trusted().is_err(), "n3 and n4 of n2, n3, n4 find this clock ahead");
     }
 
@@ -309,5 +340,39 @@ mod tests {
         clocks.observe("n2", t + 1_500, t + 1_502);
         clocks.observe("n3", t + 1_500, t + 1_502);
         assert_eq!(clocks.ahead_of_peers(t + 1_502, limit), None);
+    }
+
+    #[test]
+    fn what_was_heard_while_this_clock_ran_ahead_has_no_vote_once_it_is_put_back() {
+        let clocks = PeerClocks::default();
+        let (t, limit, ahead) = (10_000_000, 2_000, 6_000);
+        // Booted 6 s ahead (before NTP stepped the clock): n2's requests and
+        // n3's and n4's replies all find it ahead.
+        let booted = t + ahead;
+        clocks.observe("n2", t - 3, booted);
+        clocks.observe_reply("n3", t - 999, booted);
+        clocks.observe_reply("n4", t - 999, booted);
+        assert_eq!(clocks.ahead_of_peers(booted, limit), Some(ahead), "the least of 6003, 6000, 6000");
+        // Put back 6 s: n3 and n4 have not answered since, and what they said
+        // was measured against the wrong reading. n2's next request decides.
+        let fixed = t + 500;
+        clocks.observe("n2", fixed - 2, fixed);
+        assert_eq!(clocks.ahead_of_peers(fixed, limit), None);
+        assert_eq!(clocks.offsets()["n2"], 2, "the window restarted at the step back");
+    }
+
+    #[test]
+    fn replies_from_peers_not_known_by_name_vote_only_while_no_member_is_heard() {
+        let clocks = PeerClocks::default();
+        let (t, limit, ahead) = (10_000_000, 2_000, 600_000);
+        // Booted 10 min ahead and knowing no member yet (peers refuse its
+        // hellos): the seeds' refusals are all it hears, and they decide.
+        clocks.observe_unnamed_reply("10.0.0.1:7000", t - 999, t + ahead);
+        clocks.observe_unnamed_reply("10.0.0.2:7000", t - 999, t + ahead);
+        assert_eq!(clocks.ahead_of_peers(t + ahead, limit), Some(ahead));
+        // Once a member is heard by name, the seeds (the same nodes, likely)
+        // do not count a second time under their addresses.
+        clocks.observe_reply("n2", t + ahead - 999, t + ahead + 10);
+        assert_eq!(clocks.ahead_of_peers(t + ahead + 10, limit), None);
     }
 }

@@ -80,6 +80,9 @@ impl PeerClient {
     }
 
     /// POSTs `req` to `path` on the peer `(name, addr)` and decodes the reply.
+    /// `name` is the member's id, or empty for an address whose member is not
+    /// known yet (a seed): errors then name the address, and its reply's date
+    /// votes on this node's clock only until members are heard from.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         peer: (&str, &str),
@@ -99,9 +102,10 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<(Resp, u64), RpcError> {
         let (name, addr) = peer;
+        let who = if name.is_empty() { addr } else { name };
         match self.links.link(&self.me, name) {
             Link::Up => {}
-            Link::Down => return Err(RpcError::Unreachable { peer: name.into(), message: "link is down".into() }),
+            Link::Down => return Err(RpcError::Unreachable { peer: who.into(), message: "link is down".into() }),
             Link::Delay(d) => tokio::time::sleep(d).await,
         }
         let body = codec::encode(req);
@@ -118,16 +122,16 @@ impl PeerClient {
         self.stats.requests.inc();
         let sent_bytes = (header_bytes + body.len()) as u64;
         self.stats.bytes_sent.inc_by(sent_bytes);
-        let unreachable = |message: String| RpcError::Unreachable { peer: name.into(), message };
+        let unreachable = |message: String| RpcError::Unreachable { peer: who.into(), message };
         let req = builder.body(Full::new(Bytes::from(body))).map_err(|e| unreachable(e.to_string()))?;
         let exchange = async {
             let resp = self.http.request(req).await.map_err(|e| unreachable(format!("{e:#}")))?;
             let (parts, body) = resp.into_parts();
             // Every reply is dated, a refusal too: a node whose clock is so far
             // off that peers refuse its requests learns it from their answers.
-            if let (Some(clocks), false) = (&self.clocks, name.is_empty()) {
+            if let Some(clocks) = &self.clocks {
                 if let Some(date_ms) = parts.headers.get(hyper::header::DATE).and_then(http_date_ms) {
-                    clocks.reply_from(name, date_ms);
+                    clocks.reply_from(peer, date_ms);
                 }
             }
             let body = body.collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
@@ -137,15 +141,15 @@ impl PeerClient {
             Ok::<_, RpcError>((parts.status, body, received))
         };
         let (status, body, received) =
-            tokio::time::timeout(timeout, exchange).await.map_err(|_| RpcError::Timeout { peer: name.into(), after: timeout })??;
+            tokio::time::timeout(timeout, exchange).await.map_err(|_| RpcError::Timeout { peer: who.into(), after: timeout })??;
         if !status.is_success() {
             let message = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            return Err(RpcError::Refused { peer: name.into(), status: status.as_u16(), message });
+            return Err(RpcError::Refused { peer: who.into(), status: status.as_u16(), message });
         }
-        let reply = codec::decode(&body).map_err(|source| RpcError::BadReply { peer: name.into(), source })?;
+        let reply = codec::decode(&body).map_err(|source| RpcError::BadReply { peer: who.into(), source })?;
         Ok((reply, sent_bytes + received))
     }
 }
