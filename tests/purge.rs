@@ -210,3 +210,60 @@ async fn a_copy_that_missed_a_purge_cannot_bring_the_deleted_value_back() {
     let again: SyncReport = peer_call(&c4, PATH_SYNC, &sync).await;
     assert!(again.equal, "the copies converged: {again:?}");
 }
+
+/// A node whose clock runs ahead of its peers' must not date purges by it.
+/// n3 boots with its clock 6 s ahead (its peers soon tell it so). A run n3
+/// makes would date its verification 6 s on, which would license purging
+/// "b", deleted just after the run; and a verification n3 takes from n1's
+/// run would ripen 6 s early, purging "a" before the delay that guards
+/// repair hops in flight. n3 waits for its clock to be put right, then
+/// purges just what n1 and n2 purge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_runs_ahead_dates_no_purge_by_it() {
+    let delay = Duration::from_secs(5);
+    // Over the 2 s ahead peers accept, within the 30 s a signed request may be off.
+    let skew_ms = 6_000;
+    let mut cluster = TestCluster::start(3, NodeOpts { purge_delay: delay, ..purging() }).await;
+    let skew = hearsay::clock::SkewedClock::new(skew_ms);
+    cluster.node(2).stop().await;
+    cluster.node(2).opts.clock = Some(skew.clone());
+    cluster.node(2).start_again().await;
+    let (c, n3, cs) = (cluster.client(0), cluster.client(2), cluster.clients());
+    wait_until("n3 hears that its clock is ahead", Duration::from_secs(10), || {
+        let n3 = n3.clone();
+        async move { n3.get_path("/ready").await.is_ok_and(|r| r.json()["error"] == "clock_ahead") }
+    })
+    .await;
+    assert!(c.put(b"a", "v", "w=all").await.unwrap().status.is_success());
+    assert!(c.delete(b"a", "w=all").await.unwrap().status.is_success());
+    // "a" is older than grace + drift (1.5 s) before either run below.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+
+    let first_run = std::time::Instant::now();
+    assert_eq!(repair(&n3, json!({})).await["outcome"], "completed");
+    assert!(c.put(b"b", "v", "w=all").await.unwrap().status.is_success());
+    assert!(c.delete(b"b", "w=all").await.unwrap().status.is_success());
+    assert_eq!(repair(&c, json!({})).await["outcome"], "completed");
+    let second_run = std::time::Instant::now();
+
+    // n3 would purge "a" within a second of n1's run; n1 and n2 purge it a
+    // delay after n3's run. Checked between the two, if this machine got there in time.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    if first_run.elapsed() < delay - Duration::from_millis(500) {
+        for (i, c) in cs.iter().enumerate() {
+            assert_eq!(local_records(c).await, 2, "n{} purged before the delay", i + 1);
+        }
+    } else {
+        eprintln!("too slow to check before the delay ({:?} after the first run)", first_run.elapsed());
+    }
+
+    skew.set_offset(0);
+    wait_records("\"a\" is purged everywhere, \"b\" nowhere", &cs, 1).await;
+    // A verification dated by n3's clock would ripen `skew` after n1's.
+    let ripe_if_dated_ahead = second_run + delay + Duration::from_millis(skew_ms as u64) + Duration::from_millis(1500);
+    tokio::time::sleep_until(ripe_if_dated_ahead.into()).await;
+    for (i, c) in cs.iter().enumerate() {
+        assert_eq!(local_records(c).await, 1, "n{} keeps the tombstone of \"b\"", i + 1);
+        assert_eq!(c.get(b"b", "r=one").await.unwrap().status, StatusCode::NOT_FOUND);
+    }
+}

@@ -112,10 +112,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     st.metrics.storage_bytes.set(storage.size_on_disk());
     st.metrics.quarantined.set(storage.quarantine().total());
     st.metrics.clock_refusing_ms.set(st.repl.kv.hlc().check_trusted().err().map_or(0, |e| e.ahead_ms()));
-    let now = {
-        use crate::clock::Clock;
-        crate::clock::SystemClock.now_ms()
-    };
+    let now = st.repl.kv.hlc().wall_ms();
     for (s, at) in st.ae.last_verified().iter().enumerate() {
         if let Some(at) = at {
             let label = crate::metrics::ShardLabels { shard: s.to_string() };

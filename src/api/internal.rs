@@ -248,7 +248,7 @@ pub async fn verified(State(st): State<AppState>, uri: Uri, headers: HeaderMap, 
     if v.replicas.iter().any(|r| *r == st.node) {
         // A verification cannot have begun in this node's future: a sender's
         // fast clock must not move the purge cutoff ahead.
-        st.ae.purges.note_verified(v.shard, v.checked_at_ms.min(SystemClock.now_ms()));
+        st.ae.purges.note_verified(v.shard, v.checked_at_ms.min(st.repl.kv.hlc().wall_ms()));
     }
     Ok(reply(&()))
 }

@@ -215,6 +215,11 @@ impl Hlc {
         (old == 0) != (new == 0)
     }
 
+    /// The wall clock this HLC reads: the node's own, injected in tests.
+    pub fn wall_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// Refuses to stamp while the wall clock is ahead of most peers', or
     /// while the newest stamp is further ahead of the wall clock than peers
     /// accept (a clock that ran ahead before a restart left it there).

@@ -13,7 +13,6 @@ pub mod purge;
 pub mod ring;
 pub mod throttle;
 
-use crate::clock::{Clock, SystemClock};
 use crate::gossip::Setting;
 use crate::replication::Replication;
 use crate::rpc::{codec, ScheduleUpdate};
@@ -200,7 +199,7 @@ impl AntiEntropy {
             return Err(RepairError::AlreadyRunning(r.summary.lock().expect("run lock").id.clone()));
         }
         let shards = self.plan_shards(shards)?;
-        let now = SystemClock.now_ms();
+        let now = self.repl.kv.hlc().wall_ms();
         let id = format!("ae-{now}-{:04x}", rand::thread_rng().gen::<u16>());
         let summary = Arc::new(Mutex::new(RunSummary {
             id: id.clone(),
@@ -232,7 +231,7 @@ impl AntiEntropy {
     fn finish(&self, summary: &Arc<Mutex<RunSummary>>) {
         let done = {
             let mut s = summary.lock().expect("run lock");
-            let now = SystemClock.now_ms();
+            let now = self.repl.kv.hlc().wall_ms();
             s.finished_at_ms = Some(now);
             s.duration_ms = now.saturating_sub(s.started_at_ms);
             s.current_shard = None;
@@ -389,7 +388,11 @@ impl AntiEntropy {
     /// Purges the tombstones of every shard whose verification has ripened.
     async fn purge_due(&self) {
         let Some(policy) = self.policy else { return };
-        for (shard, before_hlc) in self.purges.due(&policy, SystemClock.now_ms()) {
+        // A clock found ahead would ripen verifications early; they wait for it.
+        if self.repl.kv.hlc().check_trusted().is_err() {
+            return;
+        }
+        for (shard, before_hlc) in self.purges.due(&policy, self.repl.kv.hlc().wall_ms()) {
             let storage = self.repl.kv.storage().clone();
             match tokio::task::spawn_blocking(move || storage.purge_tombstones(ShardId(shard), before_hlc)).await {
                 Ok(Ok(0)) => {}

@@ -6,7 +6,6 @@
 //! this node with every other replica of each shard.
 
 use super::{RunMode, RunSummary, SkippedReplica};
-use crate::clock::{Clock, SystemClock};
 use crate::repair::exchange::Exchange;
 use crate::replication::Replication;
 use crate::rpc::{SyncMode, SyncReport, SyncRequest, TreeReply, TreeRequest, Verified, PATH_SYNC, PATH_TREE, PATH_VERIFIED};
@@ -124,12 +123,16 @@ impl Runner {
     /// tombstone purge on every replica (only a verified copy may purge and
     /// raise its purge floor).
     fn verified(&self, shard: ShardId, replicas: &[NodeId], checked_at_ms: u64) {
-        self.verified.lock().expect("verified lock")[shard.0 as usize] = Some(SystemClock.now_ms());
+        let hlc = self.repl.kv.hlc();
+        self.verified.lock().expect("verified lock")[shard.0 as usize] = Some(hlc.wall_ms());
         let root = self.repl.kv.storage().trees().shard(shard.0).root();
         let names: Vec<String> = replicas.iter().map(|r| r.name().to_string()).collect();
         let msg = Verified { shard: shard.0, shards: self.repl.membership.shards(), root, replicas: names, checked_at_ms };
         self.repl.settle_dirty(&msg);
-        if replicas.contains(self.me()) {
+        // A clock found ahead dated `checked_at_ms` in the future, and a purge
+        // from that date would take tombstones no verification covered. The
+        // peers cap the date by their own clocks, so theirs stays sound.
+        if replicas.contains(self.me()) && hlc.check_trusted().is_ok() {
             self.purges.note_verified(shard.0, checked_at_ms);
         }
         // Marks live on whichever node dropped the write: tell every member.
@@ -143,7 +146,7 @@ impl Runner {
 
     async fn ring(&self, shard: ShardId) {
         let replicas = self.repl.membership.placement().replicas(shard).to_vec();
-        let checked_at = SystemClock.now_ms();
+        let checked_at = self.repl.kv.hlc().wall_ms();
         let roots = self.roots(shard, &replicas).await;
         let mut live = Vec::new();
         for (r, root) in replicas.iter().zip(&roots) {
@@ -187,7 +190,7 @@ impl Runner {
                     return;
                 }
             }
-            let checked_at = SystemClock.now_ms();
+            let checked_at = self.repl.kv.hlc().wall_ms();
             if all_present_and_equal(&self.roots(shard, &live).await) {
                 if all_live {
                     self.verified(shard, &replicas, checked_at);
@@ -224,7 +227,7 @@ impl Runner {
         }
         // Pairwise repair reconciles me with each peer; all replicas are
         // verified equal only if every root now matches.
-        let checked_at = SystemClock.now_ms();
+        let checked_at = self.repl.kv.hlc().wall_ms();
         if all_ok && mode == SyncMode::PushPull && all_present_and_equal(&self.roots(shard, &replicas).await) {
             self.verified(shard, &replicas, checked_at);
         }
