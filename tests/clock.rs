@@ -217,3 +217,18 @@ async fn a_node_booted_ahead_takes_writes_as_soon_as_its_clock_is_stepped_back()
     })
     .await;
 }
+
+/// A step of a few seconds, shorter than the 30 s over which peers'
+/// offsets are measured, is caught at the first peer message after it (6 s
+/// ahead is too far where peers allow 1 s of drift): the least offset seen
+/// before the step must not hide it until the window ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_of_a_few_seconds_ahead_is_caught_at_once() {
+    let skew = hearsay::clock::SkewedClock::new(0);
+    let cluster = with_n3_on(skew.clone(), NodeOpts { max_clock_drift: Duration::from_secs(1), ..opts() }).await;
+    cluster.wait_ready().await;
+    let n3 = cluster.client(2);
+    assert!(n3.put(b"before", "v", "w=all").await.unwrap().status.is_success(), "n3 hears from its peers");
+    skew.set_offset(6_000);
+    wait_clock_ahead("n3 hears that its clock is ahead", &n3).await;
+}

@@ -21,6 +21,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Wall-clock milliseconds since the unix epoch; injectable for tests.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
+    /// Milliseconds on a clock that is never stepped (any origin): between
+    /// two readings it tells how much time really passed, so a step of the
+    /// wall clock shows as the two disagreeing.
+    fn steady_ms(&self) -> u64;
+}
+
+/// [`Clock::steady_ms`] of this process.
+fn process_steady_ms() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
 
 /// The system clock.
@@ -31,9 +41,13 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     }
+    fn steady_ms(&self) -> u64 {
+        process_steady_ms()
+    }
 }
 
-/// A clock tests set by hand, also backwards.
+/// A clock tests set by hand, also backwards: each setting is time passing
+/// (its steady reading follows), never a step.
 #[derive(Debug, Default)]
 pub struct ManualClock(AtomicU64);
 
@@ -49,6 +63,9 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
+    }
+    fn steady_ms(&self) -> u64 {
+        self.now_ms()
     }
 }
 
@@ -69,6 +86,10 @@ impl SkewedClock {
 impl Clock for SkewedClock {
     fn now_ms(&self) -> u64 {
         SystemClock.now_ms().saturating_add_signed(self.0.load(Ordering::SeqCst))
+    }
+    /// A change of offset is a step: real time does not move with it.
+    fn steady_ms(&self) -> u64 {
+        process_steady_ms()
     }
 }
 

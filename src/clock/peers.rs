@@ -31,6 +31,11 @@ fn note_reply(replies: &mut BTreeMap<String, (u64, i64)>, from: &str, date_ms: u
     }
 }
 
+/// A wall clock that moved this much more or less than real time between two
+/// readings was stepped. NTP slews far slower (0.5 ms/s), and a false step
+/// only makes the estimates start afresh.
+const STEP_MS: i128 = 1_000;
+
 /// Judging passes over every peer heard from: at most this often, and at
 /// once when the wall clock moved further since (a jump, either way).
 const JUDGE_EVERY_MS: u64 = 250;
@@ -157,6 +162,12 @@ impl PeerClocks {
     pub fn offsets(&self) -> BTreeMap<String, i64> {
         self.0.lock().expect("peer clocks lock").requests.iter().map(|(p, w)| (p.clone(), w.estimate())).collect()
     }
+
+    /// Drops everything heard: this node's clock was stepped, and every
+    /// sample was taken against the reading before it.
+    pub fn forget(&self) {
+        *self.0.lock().expect("peer clocks lock") = Heard::default();
+    }
 }
 
 /// Peers' clocks and this node's verdict on its own: fed by peers' signed
@@ -168,11 +179,31 @@ pub struct ClockWatch {
     clock: Arc<dyn Clock>,
     /// When the clock was last judged, by its own reading.
     judged_at_ms: AtomicU64,
+    /// The last (wall, steady) readings, to catch a step of the wall clock.
+    last_read: Mutex<(u64, u64)>,
 }
 
 impl ClockWatch {
     pub fn new(hlc: Arc<Hlc>, clock: Arc<dyn Clock>) -> ClockWatch {
-        ClockWatch { peers: PeerClocks::default(), hlc, clock, judged_at_ms: AtomicU64::new(0) }
+        let last_read = Mutex::new((clock.now_ms(), clock.steady_ms()));
+        ClockWatch { peers: PeerClocks::default(), hlc, clock, judged_at_ms: AtomicU64::new(0), last_read }
+    }
+
+    /// Reads the wall clock. When it was stepped since the last reading, the
+    /// offsets heard are void: the window minimum would hide a step smaller
+    /// than the window (up to 30 s) for as long as the window lasts.
+    fn read(&self) -> u64 {
+        let (wall, steady) = (self.clock.now_ms(), self.clock.steady_ms());
+        let stepped_ms = {
+            let mut last = self.last_read.lock().expect("clock readings lock");
+            let (last_wall, last_steady) = std::mem::replace(&mut *last, (wall, steady));
+            (i128::from(wall) - i128::from(last_wall)) - (i128::from(steady) - i128::from(last_steady))
+        };
+        if stepped_ms.abs() > STEP_MS {
+            self.peers.forget();
+            tracing::warn!(stepped_ms = stepped_ms as i64, "this node's wall clock was stepped; peers' clock offsets are measured afresh");
+        }
+        wall
     }
 
     /// The node's wall clock.
@@ -183,7 +214,7 @@ impl ClockWatch {
     /// A signed request `peer` sent at `sent_ms` by its clock arrives;
     /// returns the time it arrived by this node's clock.
     pub fn request_from(&self, peer: &str, sent_ms: u64) -> u64 {
-        let now = self.clock.now_ms();
+        let now = self.read();
         if let Some(offset_ms) = self.peers.observe(peer, sent_ms, now) {
             tracing::warn!(
                 peer,
@@ -198,7 +229,7 @@ impl ClockWatch {
     /// A reply from the peer `(name, addr)` dated `date_ms` (its HTTP
     /// `Date`) arrives; `name` is empty for a peer not known by name.
     pub fn reply_from(&self, (name, addr): (&str, &str), date_ms: u64) {
-        let now = self.clock.now_ms();
+        let now = self.read();
         if name.is_empty() {
             self.peers.observe_unnamed_reply(addr, date_ms, now);
         } else {
@@ -374,5 +405,49 @@ mod tests {
         // do not count a second time under their addresses.
         clocks.observe_reply("n2", t + ahead - 999, t + ahead + 10);
         assert_eq!(clocks.ahead_of_peers(t + ahead + 10, limit), None);
+    }
+
+    /// A wall clock tests step without real time passing.
+    struct Steppable {
+        wall: AtomicU64,
+        steady: AtomicU64,
+    }
+    impl Clock for Steppable {
+        fn now_ms(&self) -> u64 {
+            self.wall.load(Ordering::SeqCst)
+        }
+        fn steady_ms(&self) -> u64 {
+            self.steady.load(Ordering::SeqCst)
+        }
+    }
+    impl Steppable {
+        fn pass(&self, ms: u64) {
+            self.wall.fetch_add(ms, Ordering::SeqCst);
+            self.steady.fetch_add(ms, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_step_shorter_than_the_window_is_judged_at_the_first_sample_after_it() {
+        let t = 10_000_000;
+        let clock = Arc::new(Steppable { wall: AtomicU64::new(t), steady: AtomicU64::new(0) });
+        // Peers accept 1 s of drift, so a clock 2 s ahead of theirs stamps nothing.
+        let hlc = Arc::new(Hlc::open(clock.clone(), Arc::new(Mark::default())).unwrap().with_max_drift_ms(1_000));
+        let watch = ClockWatch::new(hlc.clone(), clock.clone());
+        watch.request_from("n2", t - 3);
+        watch.request_from("n3", t - 4);
+        clock.pass(1_000);
+        watch.request_from("n2", t + 1_000 - 3);
+        assert!(hlc.check_trusted().is_ok());
+        // Stepped 6 s ahead, 300 ms later: the window's 3 ms minimum must not hide it.
+        clock.wall.fetch_add(6_000, Ordering::SeqCst);
+        clock.pass(300);
+        watch.request_from("n2", t + 1_300 - 3);
+        assert_eq!(hlc.check_trusted().map_err(|e| e.ahead_ms()), Err(6_003), "n3, not heard since the step, has no vote");
+        assert_eq!(watch.peers.offsets().into_iter().collect::<Vec<_>>(), vec![("n2".to_string(), 6_003)]);
+        // Time passing as it should is no step.
+        clock.pass(5_000);
+        watch.request_from("n3", t + 6_300 - 4);
+        assert_eq!(watch.peers.offsets().len(), 2);
     }
 }
