@@ -15,7 +15,8 @@ pub mod throttle;
 
 use crate::gossip::Setting;
 use crate::replication::Replication;
-use crate::rpc::{codec, ScheduleUpdate};
+use crate::rpc::codec;
+pub use crate::rpc::Schedule;
 
 /// The gossip setting that carries the anti-entropy schedule.
 pub const SCHEDULE_SETTING: &str = "anti-entropy/schedule";
@@ -80,19 +81,6 @@ pub struct RunSummary {
     pub current_hop: u64,
     /// running | completed | partial (a replica was skipped) | cancelled
     pub outcome: String,
-}
-
-/// The cluster-wide schedule; the newest stamp wins everywhere.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Schedule {
-    pub enabled: bool,
-    pub interval_secs: u64,
-    /// Each node's limit on the record bytes its exchanges and hand-offs
-    /// move per second ([`throttle`]); 0 is unlimited. Absent in schedules
-    /// stored before it existed.
-    #[serde(default)]
-    pub max_bytes_per_sec: u64,
-    pub stamp: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -316,9 +304,7 @@ impl AntiEntropy {
         if s.stamp == 0 {
             return;
         }
-        let update =
-            ScheduleUpdate { enabled: s.enabled, interval_secs: s.interval_secs, max_bytes_per_sec: s.max_bytes_per_sec, stamp: s.stamp };
-        let value = codec::encode(&update);
+        let value = codec::encode(&s);
         if !self.repl.membership.publish_setting(Setting { name: SCHEDULE_SETTING.into(), stamp: s.stamp, value }) {
             tracing::warn!("gossip inbox full: the new anti-entropy schedule spreads with the next sync");
         }
@@ -327,10 +313,8 @@ impl AntiEntropy {
     /// Adopts a schedule gossip brought, if it is newer than this node's.
     fn take_gossiped_schedule(&self, settings: &std::collections::BTreeMap<String, Setting>) {
         let Some(setting) = settings.get(SCHEDULE_SETTING) else { return };
-        match codec::decode::<ScheduleUpdate>(&setting.value) {
-            Ok(u) => {
-                let schedule =
-                    Schedule { enabled: u.enabled, interval_secs: u.interval_secs, max_bytes_per_sec: u.max_bytes_per_sec, stamp: u.stamp };
+        match codec::decode::<Schedule>(&setting.value) {
+            Ok(schedule) => {
                 if let Err(e) = self.adopt_schedule(schedule) {
                     tracing::warn!(error = %e, "storing the anti-entropy schedule gossip brought failed");
                 }

@@ -61,11 +61,11 @@ mod tests {
 
     #[test]
     fn golden_bytes_of_a_schedule_setting() {
-        let update = crate::rpc::ScheduleUpdate { enabled: true, interval_secs: 600, max_bytes_per_sec: 1 << 20, stamp: 5 };
+        let schedule = crate::rpc::Schedule { enabled: true, interval_secs: 600, max_bytes_per_sec: 1 << 20, stamp: 5 };
         // format, true, varint 600, varint 2^20, stamp 5
         let expect = [FORMAT, 1, 0xd8, 0x04, 0x80, 0x80, 0x40, 5];
-        assert_eq!(encode(&update), expect);
-        assert_eq!(decode::<crate::rpc::ScheduleUpdate>(&expect).unwrap(), update);
+        assert_eq!(encode(&schedule), expect);
+        assert_eq!(decode::<crate::rpc::Schedule>(&expect).unwrap(), schedule);
     }
 
     #[test]

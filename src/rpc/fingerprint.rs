@@ -54,7 +54,7 @@ fn samples() -> Vec<Vec<u8>> {
             record_bytes: 5,
             peer_replicates: true,
         }),
-        encode(&ScheduleUpdate { enabled: true, interval_secs: 600, max_bytes_per_sec: 1 << 20, stamp: 5 }),
+        encode(&Schedule { enabled: true, interval_secs: 600, max_bytes_per_sec: 1 << 20, stamp: 5 }),
         encode(&Verified { shard: 1, shards: 64, root: [8; 32], replicas: vec!["n1".into()], checked_at_ms: 10 }),
         encode(&ListRequest {
             ids: vec![1],

@@ -198,11 +198,17 @@ pub struct SyncReport {
     pub peer_replicates: bool,
 }
 
-/// The anti-entropy schedule as a gossip setting's value (`repair::SCHEDULE_SETTING`); newest stamp wins.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct ScheduleUpdate {
+/// The cluster-wide anti-entropy schedule: a gossip setting's value
+/// (`repair::SCHEDULE_SETTING`), and as JSON in the admin API and the data
+/// dir. The newest stamp wins everywhere.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
     pub enabled: bool,
     pub interval_secs: u64,
+    /// Each node's limit on the record bytes its exchanges and hand-offs
+    /// move per second (`repair::throttle`); 0 is unlimited. Absent in
+    /// schedules stored as JSON before it existed.
+    #[serde(default)]
     pub max_bytes_per_sec: u64,
     /// HLC stamp of the change.
     pub stamp: u64,
