@@ -18,6 +18,7 @@ use crate::rpc::{Hello, HelloReply, PATH_GOSSIP, PATH_HELLO};
 use crate::storage::{Storage, StorageError};
 use crate::types::NodeId;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -97,6 +98,9 @@ pub struct Membership {
     retire_now: tokio::sync::Notify,
     /// Bumped whenever placement is rebuilt, so data can follow it at once.
     placement_generation: tokio::sync::watch::Sender<u64>,
+    /// Whether `removed` holds this node: asked on every peer apply and
+    /// read, so kept apart from the lock.
+    retired: AtomicBool,
 }
 
 impl Membership {
@@ -143,6 +147,7 @@ impl Membership {
             inbox_rx: std::sync::Mutex::new(Some(rx)),
             retire_now: tokio::sync::Notify::new(),
             placement_generation: tokio::sync::watch::Sender::new(0),
+            retired: AtomicBool::new(retired),
         };
         m.rebuild(&mut m.state.write().expect("membership lock"));
         Ok(m)
@@ -234,6 +239,7 @@ impl Membership {
             return Ok(());
         }
         state.removed.insert(id.to_string(), (incarnation, addr.to_string()));
+        self.retired.store(state.removed.contains_key(&self.me.id), Ordering::SeqCst);
         state.members.remove(id);
         self.rebuild(&mut state);
         self.persist(&state)?;
@@ -246,6 +252,7 @@ impl Membership {
         let mut state = self.state.write().expect("membership lock");
         if state.removed.get(id).is_some_and(|(inc, _)| *inc < incarnation) {
             state.removed.remove(id);
+            self.retired.store(state.removed.contains_key(&self.me.id), Ordering::SeqCst);
             self.persist(&state)?;
             tracing::info!(member = id, "a removed member runs again; taking it back");
         }
@@ -310,7 +317,7 @@ impl Membership {
     /// Whether this node was decommissioned: it is out of its own placement,
     /// replicates nothing, and only hands off what it still holds.
     pub fn is_retired(&self) -> bool {
-        self.state.read().expect("membership lock").removed.contains_key(&self.me.id)
+        self.retired.load(Ordering::SeqCst)
     }
 
     /// Gives a rumor this node starts to the gossip worker, as if heard from
