@@ -212,18 +212,20 @@ async fn a_copy_that_missed_a_purge_cannot_bring_the_deleted_value_back() {
 }
 
 /// A node whose clock runs ahead of its peers' must not date purges by it.
-/// n3 boots with its clock 6 s ahead (its peers soon tell it so). A run n3
-/// makes would date its verification 6 s on, which would license purging
+/// n3 boots with its clock 10 s ahead (its peers soon tell it so). A run n3
+/// makes would date its verification 10 s on, which would license purging
 /// "b", deleted just after the run; and a verification n3 takes from n1's
-/// run would ripen 6 s early, purging "a" before the delay that guards
+/// run would ripen 10 s early, purging "a" before the delay that guards
 /// repair hops in flight. n3 waits for its clock to be put right, then
-/// purges just what n1 and n2 purge.
+/// purges just what n1 and n2 purge. Grace plus drift (4 s) is far longer
+/// than the runs take, so the runs license no purge of "b" themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_clock_runs_ahead_dates_no_purge_by_it() {
     let delay = Duration::from_secs(5);
     // Over the 2 s ahead peers accept, within the 30 s a signed request may be off.
-    let skew_ms = 6_000;
-    let mut cluster = TestCluster::start(3, NodeOpts { purge_delay: delay, ..purging() }).await;
+    let skew_ms = 10_000;
+    let opts = NodeOpts { purge_delay: delay, tombstone_grace: Some(Duration::from_secs(3)), ..purging() };
+    let mut cluster = TestCluster::start(3, opts).await;
     let skew = hearsay::clock::SkewedClock::new(skew_ms);
     cluster.node(2).stop().await;
     cluster.node(2).opts.clock = Some(skew.clone());
@@ -236,8 +238,8 @@ async fn a_node_whose_clock_runs_ahead_dates_no_purge_by_it() {
     .await;
     assert!(c.put(b"a", "v", "w=all").await.unwrap().status.is_success());
     assert!(c.delete(b"a", "w=all").await.unwrap().status.is_success());
-    // "a" is older than grace + drift (1.5 s) before either run below.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // "a" is older than grace + drift (4 s) before either run below.
+    tokio::time::sleep(Duration::from_millis(4100)).await;
 
     let first_run = std::time::Instant::now();
     assert_eq!(repair(&n3, json!({})).await["outcome"], "completed");
