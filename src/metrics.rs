@@ -68,6 +68,8 @@ pub struct Metrics {
     pub quarantined: Gauge<u64, AtomicU64>,
     /// How far ahead this node's clock is while it refuses writes for it; 0 otherwise.
     pub clock_refusing_ms: Gauge<u64, AtomicU64>,
+    /// Steps of this node's wall clock ([`crate::clock::ClockWatch`]).
+    pub clock_steps: Counter,
     pub wire: WireStats,
     /// Gossip traffic, apart from `wire` so that stays the cost of moving data.
     pub gossip_wire: WireStats,
@@ -108,6 +110,7 @@ impl Metrics {
         let storage_bytes = Gauge::<u64, AtomicU64>::default();
         let quarantined = Gauge::<u64, AtomicU64>::default();
         let clock_refusing_ms = Gauge::<u64, AtomicU64>::default();
+        let clock_steps = Counter::default();
         let wire = WireStats::default();
         let mail_dropped = Family::<PeerLabels, Counter>::default();
         let mail_pending = Family::<PeerLabels, Gauge>::default();
@@ -193,6 +196,11 @@ impl Metrics {
             "While this node refuses writes because its clock is ahead (of most peers', or of its own newest version), by how much; 0 otherwise",
             clock_refusing_ms.clone(),
         );
+        registry.register(
+            "clock_steps",
+            "Steps of this node's wall clock (it moved over 1 s more or less than real time between two readings); peers' clock offsets are measured afresh after each",
+            clock_steps.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -202,6 +210,7 @@ impl Metrics {
             storage_bytes,
             quarantined,
             clock_refusing_ms,
+            clock_steps,
             wire,
             gossip_wire,
             gossip,

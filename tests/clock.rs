@@ -231,4 +231,10 @@ async fn a_step_of_a_few_seconds_ahead_is_caught_at_once() {
     assert!(n3.put(b"before", "v", "w=all").await.unwrap().status.is_success(), "n3 hears from its peers");
     skew.set_offset(6_000);
     wait_clock_ahead("n3 hears that its clock is ahead", &n3).await;
+    let steps = |c: Client| async move {
+        let text = c.get_path("/metrics").await.unwrap().text();
+        text.lines().find_map(|l| l.strip_prefix("hearsay_clock_steps_total ")?.parse::<u64>().ok()).expect("the steps counter")
+    };
+    assert_eq!(steps(n3.clone()).await, 1, "n3's step is counted");
+    assert_eq!(steps(cluster.client(0)).await, 0, "n1's clock was not stepped");
 }

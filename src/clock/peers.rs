@@ -3,6 +3,7 @@
 //! one that is off ([`ClockWatch`]), which stops it stamping writes.
 
 use super::{Clock, Hlc};
+use prometheus_client::metrics::counter::Counter;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -181,25 +182,37 @@ pub struct ClockWatch {
     judged_at_ms: AtomicU64,
     /// The last (wall, steady) readings, to catch a step of the wall clock.
     last_read: Mutex<(u64, u64)>,
+    /// Steps caught, for the node's metrics.
+    steps: Counter,
 }
 
 impl ClockWatch {
     pub fn new(hlc: Arc<Hlc>, clock: Arc<dyn Clock>) -> ClockWatch {
         let last_read = Mutex::new((clock.now_ms(), clock.steady_ms()));
-        ClockWatch { peers: PeerClocks::default(), hlc, clock, judged_at_ms: AtomicU64::new(0), last_read }
+        ClockWatch { peers: PeerClocks::default(), hlc, clock, judged_at_ms: AtomicU64::new(0), last_read, steps: Counter::default() }
+    }
+
+    /// Counts the steps it catches in `steps` (a metric's counter).
+    pub fn with_step_counter(mut self, steps: Counter) -> ClockWatch {
+        self.steps = steps;
+        self
     }
 
     /// Reads the wall clock. When it was stepped since the last reading, the
     /// offsets heard are void: the window minimum would hide a step smaller
     /// than the window (up to 30 s) for as long as the window lasts.
     fn read(&self) -> u64 {
-        let (wall, steady) = (self.clock.now_ms(), self.clock.steady_ms());
-        let stepped_ms = {
+        let (wall, stepped_ms) = {
+            // Read under the lock, so readings are compared in the order they
+            // were taken: a reading from before a step, stored after one from
+            // after it, would look like a step back.
             let mut last = self.last_read.lock().expect("clock readings lock");
+            let (wall, steady) = (self.clock.now_ms(), self.clock.steady_ms());
             let (last_wall, last_steady) = std::mem::replace(&mut *last, (wall, steady));
-            (i128::from(wall) - i128::from(last_wall)) - (i128::from(steady) - i128::from(last_steady))
+            (wall, (i128::from(wall) - i128::from(last_wall)) - (i128::from(steady) - i128::from(last_steady)))
         };
         if stepped_ms.abs() > STEP_MS {
+            self.steps.inc();
             self.peers.forget();
             tracing::warn!(stepped_ms = stepped_ms as i64, "this node's wall clock was stepped; peers' clock offsets are measured afresh");
         }
