@@ -94,8 +94,7 @@ pub async fn run_with_storage(
     let membership =
         Arc::new(Membership::open(me, config.seeds.clone(), storage.shard_count(), config.replication_factor, storage.clone())?);
     let metrics = Arc::new(Metrics::new());
-    let clocks =
-        Arc::new(crate::clock::ClockWatch::new(kv.hlc().clone(), config.clock.0.clone()).with_step_counter(metrics.clock_steps.clone()));
+    let clocks = Arc::new(crate::clock::ClockWatch::new(kv.hlc().clone()).with_step_counter(metrics.clock_steps.clone()));
     let peers =
         PeerClient::new(config.node_id.name(), mac.clone(), config.links.0.clone(), metrics.wire.clone()).with_clock_watch(clocks.clone());
     let limits = MailLimits { max_records: config.retry_max_records, max_bytes: config.retry_max_bytes };

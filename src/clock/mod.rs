@@ -236,7 +236,12 @@ impl Hlc {
         (old == 0) != (new == 0)
     }
 
-    /// The wall clock this HLC reads: the node's own, injected in tests.
+    /// The wall clock this HLC stamps by: the node's own, injected in tests.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// A reading of [`Hlc::clock`].
     pub fn wall_ms(&self) -> u64 {
         self.clock.now_ms()
     }

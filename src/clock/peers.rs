@@ -177,7 +177,6 @@ impl PeerClocks {
 pub struct ClockWatch {
     pub peers: PeerClocks,
     hlc: Arc<Hlc>,
-    clock: Arc<dyn Clock>,
     /// When the clock was last judged, by its own reading.
     judged_at_ms: AtomicU64,
     /// The last (wall, steady) readings, to catch a step of the wall clock.
@@ -187,9 +186,11 @@ pub struct ClockWatch {
 }
 
 impl ClockWatch {
-    pub fn new(hlc: Arc<Hlc>, clock: Arc<dyn Clock>) -> ClockWatch {
+    /// Watches the wall clock `hlc` stamps by.
+    pub fn new(hlc: Arc<Hlc>) -> ClockWatch {
+        let clock = hlc.clock();
         let last_read = Mutex::new((clock.now_ms(), clock.steady_ms()));
-        ClockWatch { peers: PeerClocks::default(), hlc, clock, judged_at_ms: AtomicU64::new(0), last_read, steps: Counter::default() }
+        ClockWatch { peers: PeerClocks::default(), hlc, judged_at_ms: AtomicU64::new(0), last_read, steps: Counter::default() }
     }
 
     /// Counts the steps it catches in `steps` (a metric's counter).
@@ -207,7 +208,8 @@ impl ClockWatch {
             // were taken: a reading from before a step, stored after one from
             // after it, would look like a step back.
             let mut last = self.last_read.lock().expect("clock readings lock");
-            let (wall, steady) = (self.clock.now_ms(), self.clock.steady_ms());
+            let clock = self.hlc.clock();
+            let (wall, steady) = (clock.now_ms(), clock.steady_ms());
             let (last_wall, last_steady) = std::mem::replace(&mut *last, (wall, steady));
             (wall, (i128::from(wall) - i128::from(last_wall)) - (i128::from(steady) - i128::from(last_steady)))
         };
@@ -221,7 +223,7 @@ impl ClockWatch {
 
     /// The node's wall clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
+        self.hlc.clock()
     }
 
     /// A signed request `peer` sent at `sent_ms` by its clock arrives;
@@ -297,7 +299,7 @@ mod tests {
         let (t, j) = (10_000_000, 600_000);
         let clock = super::super::ManualClock::new(t);
         let hlc = Arc::new(Hlc::open(clock.clone(), Arc::new(Mark::default())).unwrap());
-        let watch = ClockWatch::new(hlc.clone(), clock.clone());
+        let watch = ClockWatch::new(hlc.clone());
         watch.request_from("n2", t - 3);
         assert!(hlc.check_trusted().is_ok());
         // The clock jumps 10 min: the first request after it is judged.
@@ -446,7 +448,7 @@ mod tests {
         let clock = Arc::new(Steppable { wall: AtomicU64::new(t), steady: AtomicU64::new(0) });
         // Peers accept 1 s of drift, so a clock 2 s ahead of theirs stamps nothing.
         let hlc = Arc::new(Hlc::open(clock.clone(), Arc::new(Mark::default())).unwrap().with_max_drift_ms(1_000));
-        let watch = ClockWatch::new(hlc.clone(), clock.clone());
+        let watch = ClockWatch::new(hlc.clone());
         watch.request_from("n2", t - 3);
         watch.request_from("n3", t - 4);
         clock.pass(1_000);
