@@ -44,6 +44,9 @@ impl KeyPage {
     }
 }
 
+/// How often a write waiting for peers' verdict on the clock looks again.
+const JUDGEMENT_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 pub struct KvService {
     storage: Arc<dyn Storage>,
     hlc: Arc<Hlc>,
@@ -65,9 +68,20 @@ impl KvService {
     }
 
     /// A fresh version stamped by this node.
-    pub fn stamp(&self) -> Result<Version, KvError> {
-        self.hlc.check_trusted()?;
+    pub async fn stamp(&self) -> Result<Version, KvError> {
+        self.trusted_clock().await?;
         Ok(Version { hlc: self.hlc.now()?, node: self.node.tag() })
+    }
+
+    /// Whether this node may stamp by its clock. Just after start, until a
+    /// peer has answered (a few ms when peers are up, at most the HLC's
+    /// grace when none is), a write waits for that verdict instead of being
+    /// refused: its clock may be the one that is wrong.
+    async fn trusted_clock(&self) -> Result<(), KvError> {
+        while let Some(left) = self.hlc.unjudged_for() {
+            tokio::time::sleep(left.min(JUDGEMENT_POLL)).await;
+        }
+        Ok(self.hlc.check_trusted()?)
     }
 
     /// Applies one record locally; once it is stored, waits until it is
@@ -83,7 +97,7 @@ impl KvService {
     /// [`Storage::write_fresh`]): the record to send to other replicas and
     /// what the local store did; once stored, waits as [`KvService::apply`].
     pub async fn write_fresh(&self, key: &Key, value: Option<Bytes>, pre: Precondition) -> Result<(Record, Applied), KvError> {
-        self.hlc.check_trusted()?;
+        self.trusted_clock().await?;
         let shard = shard_of(key.as_bytes(), self.storage.shard_count());
         let stamp = || Ok(Version { hlc: self.hlc.now()?, node: self.node.tag() });
         let (record, outcome) = self.storage.write_fresh(shard, key.as_bytes(), value, pre, &stamp)?;

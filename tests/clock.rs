@@ -192,6 +192,49 @@ async fn a_node_booted_with_its_clock_ahead_persists_none_of_it() {
     assert!(r.status.is_success(), "{}", r.text());
 }
 
+/// A node that boots with its clock an hour ahead stamps no write before its
+/// peers have judged that clock, even one that arrives in the moment before
+/// the first peer answers: such a write would beat every write made
+/// elsewhere for an hour, and its mark would hold the node's own writes back
+/// as long. Cut off from its peers, it holds the write while it waits for
+/// them (at most 5 s); once they answer, it refuses it, and once its clock is
+/// put right, it takes writes by the true time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_booted_ahead_stamps_no_write_before_its_peers_answer() {
+    let skew = hearsay::clock::SkewedClock::new(3_600_000);
+    let mut cluster = TestCluster::start(3, opts()).await;
+    cluster.node(2).stop().await;
+    cluster.node(2).opts.clock = Some(skew.clone());
+    // "": the peers n3 knows by address only (its seeds, at boot).
+    for peer in ["n1", "n2", ""] {
+        cluster.net.cut("n3", peer);
+    }
+    cluster.node(2).start_again().await;
+    let n3 = cluster.client(2);
+    let write = tokio::spawn({
+        let n3 = n3.clone();
+        async move { n3.put(b"early", "v", "w=one").await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!write.is_finished(), "the write waits for the peers' verdict");
+    let ready = n3.get_path("/ready").await.unwrap();
+    assert_eq!(ready.json()["error"], "clock_unjudged", "{}", ready.text());
+    cluster.net.heal_all();
+    let r = write.await.unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.json()["error"], "clock_ahead", "{}", r.text());
+    assert_eq!(n3.get(b"early", "r=one").await.unwrap().status, StatusCode::NOT_FOUND, "nothing was stored");
+    skew.set_offset(0);
+    wait_until("n3 takes writes again", Duration::from_secs(10), || {
+        let n3 = n3.clone();
+        async move { n3.put(b"later", "v", "w=one").await.is_ok_and(|r| r.status.is_success()) }
+    })
+    .await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let stamped = hlc_of(&n3.get(b"later", "r=one").await.unwrap()) >> 16;
+    assert!(stamped <= now + 5_000, "stamped by the true time: {stamped} vs now {now}");
+}
+
 /// A node that boots with its clock ahead and has it stepped right while
 /// it runs (NTP syncing just after boot) takes writes again within moments:
 /// what it heard while its clock was wrong has no say any more. 6 s ahead,

@@ -23,7 +23,7 @@ pub async fn ready(State(st): State<AppState>) -> Response {
         let err = super::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "decommissioned", "this node left the cluster for good");
         err.into_response()
     } else if let Err(e) = st.repl.kv.hlc().check_trusted() {
-        super::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock_ahead", e.to_string()).into_response()
+        super::error::ApiError::from(e).into_response()
     } else if st.repl.membership.is_ready() {
         (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
     } else {

@@ -112,7 +112,17 @@ impl From<KvError> for ApiError {
             KvError::Storage(s) => s.into(),
             e @ KvError::PreconditionFailed { .. } => ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", e.to_string()),
             e @ KvError::ClockSkew(_) => ApiError::new(StatusCode::CONFLICT, "clock_skew", e.to_string()),
-            e @ KvError::ClockAhead(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock_ahead", e.to_string()),
+            KvError::ClockAhead(c) => c.into(),
         }
+    }
+}
+
+impl From<crate::clock::ClockAhead> for ApiError {
+    fn from(e: crate::clock::ClockAhead) -> ApiError {
+        let code = match e {
+            crate::clock::ClockAhead::NotJudgedYet { .. } => "clock_unjudged",
+            _ => "clock_ahead",
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
     }
 }

@@ -143,13 +143,18 @@ pub enum ClockAhead {
         "this node's newest version is {ahead_ms} ms ahead of its clock (peers accept {limit_ms} ms), left by a clock that ran ahead earlier: it stamps no writes until its clock catches up"
     )]
     OfItsClock { ahead_ms: u64, limit_ms: u64 },
+    #[error(
+        "this node has not compared its clock with its peers' since it started (it waits at most {grace_ms} ms for an answer): it stamps no writes until it has"
+    )]
+    NotJudgedYet { grace_ms: u64 },
 }
 
 impl ClockAhead {
-    /// How far ahead the clock is, whichever the reason.
+    /// How far ahead the clock is, whichever the reason; 0 while unknown.
     pub fn ahead_ms(&self) -> u64 {
         match *self {
             ClockAhead::OfPeers { ahead_ms, .. } | ClockAhead::OfItsClock { ahead_ms, .. } => ahead_ms,
+            ClockAhead::NotJudgedYet { .. } => 0,
         }
     }
 }
@@ -167,8 +172,9 @@ pub struct Hlc {
     reserved_hint: AtomicU64,
     high_water: Arc<dyn HighWater>,
     /// Until peers have judged the wall clock (or this passes, for a node
-    /// nobody will judge), the reservation is not renewed ahead of it.
+    /// nobody will judge), nothing is stamped by it.
     unjudged_until: Option<std::time::Instant>,
+    unjudged_grace: std::time::Duration,
     judged: AtomicBool,
 }
 
@@ -185,18 +191,22 @@ impl Hlc {
             reserved_hint: AtomicU64::new(hwm),
             high_water,
             unjudged_until: None,
+            unjudged_grace: std::time::Duration::ZERO,
             judged: AtomicBool::new(false),
         })
     }
 
-    /// Renews no reservation ahead of the wall clock for up to `grace`, or
-    /// until peers first judge it ([`Hlc::mark_ahead_of_peers`]). A machine
-    /// often boots with its clock wrong until NTP steps it; a mark renewed
-    /// from that clock would persist its error, and after the next restart
-    /// hold writes back until real time caught up. Meanwhile a stamp waits
-    /// for its own reservation, as when renewal falls behind.
+    /// Trusts the wall clock only once peers have judged it
+    /// ([`Hlc::mark_ahead_of_peers`]), or after `grace` for a node nobody
+    /// judges: until then [`Hlc::check_trusted`] refuses, and no reservation
+    /// is renewed ahead of the clock. A machine often boots with its clock
+    /// wrong until NTP steps it. A write stamped by that clock in the moment
+    /// before the first peer answers would beat every write made elsewhere
+    /// until real time caught up with it, and its persisted mark would hold
+    /// the node's writes back for as long.
     pub fn with_unjudged_grace(mut self, grace: std::time::Duration) -> Hlc {
         self.unjudged_until = Some(std::time::Instant::now() + grace);
+        self.unjudged_grace = grace;
         self
     }
 
@@ -246,10 +256,14 @@ impl Hlc {
         self.clock.now_ms()
     }
 
-    /// Refuses to stamp while the wall clock is ahead of most peers', or
-    /// while the newest stamp is further ahead of the wall clock than peers
-    /// accept (a clock that ran ahead before a restart left it there).
+    /// Refuses to stamp while the wall clock is ahead of most peers', while
+    /// the newest stamp is further ahead of the wall clock than peers accept
+    /// (a clock that ran ahead before a restart left it there), or while
+    /// peers have not judged the clock yet ([`Hlc::with_unjudged_grace`]).
     pub fn check_trusted(&self) -> Result<(), ClockAhead> {
+        if self.unjudged_for().is_some() {
+            return Err(ClockAhead::NotJudgedYet { grace_ms: self.unjudged_grace.as_millis() as u64 });
+        }
         match self.ahead_of_peers_ms.load(Ordering::SeqCst) {
             0 => {}
             ahead_ms => return Err(ClockAhead::OfPeers { ahead_ms, limit_ms: self.peer_skew_limit_ms() }),
@@ -299,7 +313,7 @@ impl Hlc {
     pub fn renew_reservation(&self) -> Result<bool, crate::storage::StorageError> {
         // A clock ahead of the peers' (or not judged yet) must not carry
         // the mark into the future.
-        if self.check_trusted().is_err() || self.unjudged() {
+        if self.check_trusted().is_err() {
             return Ok(false);
         }
         let physical = self.physical();
@@ -311,9 +325,14 @@ impl Hlc {
         self.extend(needed, now.saturating_add(RESERVE_MS << 16))
     }
 
-    /// Still within the grace of [`Hlc::with_unjudged_grace`], unjudged.
-    fn unjudged(&self) -> bool {
-        !self.judged.load(Ordering::SeqCst) && self.unjudged_until.is_some_and(|t| std::time::Instant::now() < t)
+    /// How much longer the clock goes untrusted unless peers judge it first:
+    /// `None` once judged, or after the grace of [`Hlc::with_unjudged_grace`].
+    pub fn unjudged_for(&self) -> Option<std::time::Duration> {
+        if self.judged.load(Ordering::SeqCst) {
+            return None;
+        }
+        let left = self.unjudged_until?.saturating_duration_since(std::time::Instant::now());
+        (!left.is_zero()).then_some(left)
     }
 
     /// The wall clock as a stamp with no logical part (ms capped at 48 bits).
@@ -379,19 +398,23 @@ mod tests {
     }
 
     #[test]
-    fn an_unjudged_clock_reserves_nothing_ahead_until_peers_judge_it_or_the_grace_ends() {
+    fn an_unjudged_clock_is_not_trusted_until_peers_judge_it_or_the_grace_ends() {
         let (clock, hw) = (ManualClock::new(1_600_000), Arc::new(Counted::default()));
         let hlc = Hlc::open(clock.clone(), hw.clone()).unwrap().with_unjudged_grace(std::time::Duration::from_secs(60));
+        assert_eq!(hlc.check_trusted(), Err(ClockAhead::NotJudgedYet { grace_ms: 60_000 }));
+        assert!(hlc.unjudged_for().is_some_and(|left| left > std::time::Duration::from_secs(50)));
         assert!(!hlc.renew_reservation().unwrap(), "not judged yet");
         assert_eq!(hw.0.lock().unwrap().1, 0);
-        // A stamp still reserves for itself.
-        let stamp = hlc.now().unwrap();
-        assert!(hw.0.lock().unwrap().0 >= stamp);
         hlc.mark_ahead_of_peers(None);
+        assert_eq!(hlc.unjudged_for(), None);
+        assert_eq!(hlc.check_trusted(), Ok(()), "judged sound");
         clock.set(1_605_000);
         assert!(hlc.renew_reservation().unwrap(), "judged sound");
-        let alone = Hlc::open(clock, Arc::new(Cell::default())).unwrap().with_unjudged_grace(std::time::Duration::ZERO);
+        let alone = Hlc::open(clock.clone(), Arc::new(Cell::default())).unwrap().with_unjudged_grace(std::time::Duration::ZERO);
+        assert_eq!(alone.check_trusted(), Ok(()), "nobody judged it within the grace");
         assert!(alone.renew_reservation().unwrap(), "nobody judged it within the grace");
+        let seedless = Hlc::open(clock, Arc::new(Cell::default())).unwrap();
+        assert_eq!(seedless.check_trusted(), Ok(()), "without a grace there is nobody to wait for");
     }
 
     #[test]

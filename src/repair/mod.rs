@@ -290,7 +290,7 @@ impl AntiEntropy {
         if !(10..=604_800).contains(&interval_secs) {
             return Err(RepairError::BadInterval(interval_secs));
         }
-        let stamp = self.repl.kv.stamp()?;
+        let stamp = self.repl.kv.stamp().await?;
         let schedule = Schedule { enabled, interval_secs, max_bytes_per_sec, stamp: stamp.hlc };
         self.adopt_schedule(schedule)?;
         self.publish_schedule();

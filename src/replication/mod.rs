@@ -218,7 +218,7 @@ impl Replication {
             acked += 1;
             record
         } else {
-            Record { version: self.kv.stamp()?, value }
+            Record { version: self.kv.stamp().await?, value }
         };
         let mut pending = Vec::new();
         for peer in replicas.iter().filter(|r| **r != self.me) {
