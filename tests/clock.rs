@@ -114,6 +114,15 @@ async fn with_n3_on(clock: std::sync::Arc<hearsay::clock::SkewedClock>, opts: No
     cluster
 }
 
+/// Waits until `c` stores a write of `key` (with w=one, so by its own clock).
+async fn wait_takes_writes(c: &Client, key: &'static [u8], within: Duration) {
+    wait_until("the node takes writes again", within, || {
+        let c = c.clone();
+        async move { c.put(key, "v", "w=one").await.is_ok_and(|r| r.status.is_success()) }
+    })
+    .await;
+}
+
 async fn wait_clock_ahead(what: &str, c: &Client) {
     wait_until(what, Duration::from_secs(10), || {
         let c = c.clone();
@@ -158,11 +167,7 @@ async fn a_node_whose_clock_jumps_ahead_stamps_nothing_until_it_is_put_right() {
     assert!(cluster.client(0).get_path("/ready").await.unwrap().status.is_success(), "n1's clock is not in doubt");
 
     skew.set_offset(0);
-    wait_until("n3 takes writes again", Duration::from_secs(30), || {
-        let n3 = n3.clone();
-        async move { n3.put(b"after", "v", "w=one").await.is_ok_and(|r| r.status.is_success()) }
-    })
-    .await;
+    wait_takes_writes(&n3, b"after", Duration::from_secs(30)).await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let after = n3.get(b"after", "r=one").await.unwrap();
     // A restarted clock resumes at its persisted reservation, 2 s ahead at most.
@@ -225,11 +230,7 @@ async fn a_node_booted_ahead_stamps_no_write_before_its_peers_answer() {
     assert_eq!(r.json()["error"], "clock_ahead", "{}", r.text());
     assert_eq!(n3.get(b"early", "r=one").await.unwrap().status, StatusCode::NOT_FOUND, "nothing was stored");
     skew.set_offset(0);
-    wait_until("n3 takes writes again", Duration::from_secs(10), || {
-        let n3 = n3.clone();
-        async move { n3.put(b"later", "v", "w=one").await.is_ok_and(|r| r.status.is_success()) }
-    })
-    .await;
+    wait_takes_writes(&n3, b"later", Duration::from_secs(10)).await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let stamped = hlc_of(&n3.get(b"later", "r=one").await.unwrap()) >> 16;
     assert!(stamped <= now + 5_000, "stamped by the true time: {stamped} vs now {now}");
@@ -254,11 +255,7 @@ async fn a_node_booted_ahead_takes_writes_as_soon_as_its_clock_is_stepped_back()
     // The seeds' answers while ahead are the ones that must not linger.
     tokio::time::sleep(Duration::from_secs(1)).await;
     skew.set_offset(0);
-    wait_until("n3 takes writes again", Duration::from_secs(5), || {
-        let n3 = n3.clone();
-        async move { n3.put(b"k", "v", "w=one").await.is_ok_and(|r| r.status.is_success()) }
-    })
-    .await;
+    wait_takes_writes(&n3, b"k", Duration::from_secs(5)).await;
 }
 
 /// A step of a few seconds, shorter than the 30 s over which peers'
