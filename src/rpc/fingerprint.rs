@@ -99,3 +99,78 @@ fn a_change_to_the_wire_comes_with_a_new_format() {
         "the peer protocol's encoding changed: raise codec::FORMAT (older nodes then refuse the new messages by name) and record the new format and hash here"
     );
 }
+
+/// The types `source` declares with a serde `Serialize` derive, each with
+/// its variants if it is an enum.
+fn serialized_types(source: &str) -> Vec<(&str, Vec<&str>)> {
+    let ident = |s: &'_ str| s.split(|c: char| !c.is_alphanumeric() && c != '_').next().unwrap_or("").to_string();
+    let mut lines = source.lines();
+    let mut out = Vec::new();
+    while let Some(line) = lines.next() {
+        if !(line.trim().starts_with("#[derive(") && line.contains("Serialize")) {
+            continue;
+        }
+        // Other attributes and comments may sit between the derive and the type.
+        let decl = lines.find(|l| !l.trim().starts_with("#[") && !l.trim().starts_with("//")).unwrap_or("").trim();
+        let decl = decl.strip_prefix("pub ").unwrap_or(decl);
+        let Some((kind, rest)) = decl.split_once(' ') else { continue };
+        let name = &rest[..ident(rest).len()];
+        let mut variants = Vec::new();
+        if kind == "enum" {
+            // Variants open lines indented one level; the enum ends at a bare `}`.
+            for body in lines.by_ref().take_while(|l| *l != "}") {
+                let v = body.strip_prefix("    ").filter(|v| v.starts_with(|c: char| c.is_ascii_uppercase()));
+                variants.extend(v.map(|v| &v[..ident(v).len()]));
+            }
+        }
+        if kind == "struct" || kind == "enum" {
+            out.push((name, variants));
+        }
+    }
+    out
+}
+
+/// Whether `word` occurs in `text` as a whole identifier.
+fn names(text: &str, word: &str) -> bool {
+    text.match_indices(word).any(|(at, _)| {
+        let ident = |c: char| c.is_alphanumeric() || c == '_';
+        !text[..at].ends_with(ident) && !text[at + word.len()..].starts_with(ident)
+    })
+}
+
+/// The samples are kept by hand: a message type or enum variant added to
+/// the protocol but not to them would change the wire without changing the
+/// hash. Every type the protocol's modules serialize must be named in the
+/// samples' code, and every variant as `Type::Variant` (or all at once by
+/// `Type::ALL`).
+#[test]
+fn every_type_on_the_wire_has_a_sample() {
+    let this = include_str!("fingerprint.rs");
+    let sampled = &this[..this.find("/// The format these samples").expect("the samples end there")];
+    for (module, source) in [("rpc", include_str!("mod.rs")), ("gossip::message", include_str!("../gossip/message.rs"))] {
+        let types = serialized_types(source);
+        assert!(types.len() >= 5, "{module}: the declarations were not found: {types:?}");
+        for (t, variants) in types {
+            assert!(names(sampled, t), "{module}::{t} is serialized for peers but has no sample in fingerprint.rs: add one");
+            // `Type::ALL` stands for the variants its declaration lists.
+            let all = source.lines().find(|l| l.contains(&format!("const ALL: [{t};"))).filter(|_| names(sampled, &format!("{t}::ALL")));
+            for v in variants {
+                let variant = format!("{t}::{v}");
+                let named = names(sampled, &variant) || all.is_some_and(|all| names(all, &variant));
+                assert!(named, "{module}::{t}::{v} is serialized for peers but has no sample in fingerprint.rs: add one");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_type_scan_finds_declarations_variants_and_whole_names() {
+    let src = "#[derive(Serialize, Deserialize)]\npub struct Ping {\n    seq: u64,\n}\n#[derive(Debug)]\npub struct Local;\n\
+               #[derive(Clone, Serialize)]\n#[serde(rename_all = \"lowercase\")]\nenum Mode {\n    /// Doc.\n    Push,\n    Pull { n: u8 },\n    \
+               Both(u8),\n}\n";
+    assert_eq!(serialized_types(src), [("Ping", vec![]), ("Mode", vec!["Push", "Pull", "Both"])]);
+    assert!(names("encode(&Ping { seq })", "Ping"));
+    assert!(!names("encode(&PingReq { seq })", "Ping"));
+    assert!(names("[Mode::Push, Mode::Pull]", "Mode::Pull"));
+    assert!(!names("[Mode::PushPull]", "Mode::Push"));
+}
