@@ -151,6 +151,7 @@ async fn a_node_whose_clock_jumps_ahead_stamps_nothing_until_it_is_put_right() {
     let r = n3.put(b"during", "v", "w=one").await.unwrap();
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     assert_eq!(r.json()["error"], "clock_ahead", "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"), "{}", r.text());
     assert!(r.error_message().contains("ahead of most of its peers' clocks"), "{}", r.text());
     let refusal = n3.get_path("/admin/cluster").await.unwrap().json()["clock_refusal"].clone();
     assert!(refusal.is_string(), "{refusal}");

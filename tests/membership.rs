@@ -265,6 +265,7 @@ async fn a_decommissioned_node_hands_off_every_record_and_stays_out() {
     assert!(handed >= before["records_left"].as_u64(), "{handed:?}");
     let ready = c3.get_path("/ready").await.unwrap();
     assert_eq!((ready.status.as_u16(), ready.json()["error"].as_str()), (503, Some("decommissioned")));
+    assert_eq!(ready.header("retry-after"), None, "a node that left is never ready again");
     // A peer whose view is behind is told so, and nothing is stored.
     let record = hearsay::rpc::WireRecord { key: b"late".to_vec().into(), hlc: 1 << 40, node: 42, value: Some(b"x".to_vec().into()) };
     let late = common::peer_send(&c3, hearsay::rpc::PATH_APPLY, &hearsay::rpc::ApplyBatch { records: vec![record] }).await;

@@ -67,6 +67,7 @@ async fn a_downed_replica_gets_every_buffered_write_back() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     assert_eq!(r.json()["error"], "not_enough_replicas");
     assert!(r.json()["message"].as_str().unwrap().contains("only 2 of the 3"), "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"), "a 503 says when to try again");
 
     let mut acked = Vec::new();
     for i in 0..200 {

@@ -20,7 +20,11 @@ pub async fn health() -> Json<serde_json::Value> {
 /// most peers find far behind theirs: it refuses writes until it is right.
 pub async fn ready(State(st): State<AppState>) -> Response {
     if st.repl.membership.is_retired() {
-        let err = super::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "decommissioned", "this node left the cluster for good");
+        let err = super::error::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            super::error::DECOMMISSIONED,
+            "this node left the cluster for good",
+        );
         err.into_response()
     } else if let Err(e) = st.repl.kv.hlc().check_trusted() {
         super::error::ApiError::from(e).into_response()

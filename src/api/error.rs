@@ -61,13 +61,23 @@ impl ApiError {
     }
 }
 
+/// The `Retry-After` of a 503: every one is transient (a node starting,
+/// replicas down, a clock being put right), except a node that left for good.
+const RETRY_AFTER_SECS: HeaderValue = HeaderValue::from_static("1");
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, self.body()).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE && self.code != DECOMMISSIONED {
+            resp.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER_SECS);
+        }
         resp
     }
 }
+
+/// The code of a node that was decommissioned: it is never ready again.
+pub const DECOMMISSIONED: &str = "decommissioned";
 
 impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> ApiError {

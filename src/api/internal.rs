@@ -99,7 +99,11 @@ fn reply<T: Serialize>(msg: &T) -> Response {
 /// replicas once gossip reaches it.
 fn refuse_if_retired(st: &AppState) -> Result<(), ApiError> {
     if st.repl.membership.is_retired() {
-        return Err(ApiError::new(StatusCode::GONE, "decommissioned", format!("{} left the cluster and takes no records", st.node)));
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            super::error::DECOMMISSIONED,
+            format!("{} left the cluster and takes no records", st.node),
+        ));
     }
     Ok(())
 }
