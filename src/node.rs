@@ -70,7 +70,7 @@ pub async fn run_with_storage(
             // A node without seeds has nobody to judge its clock.
             .with_unjudged_grace(if config.seeds.is_empty() { std::time::Duration::ZERO } else { crate::clock::UNJUDGED_GRACE }),
     );
-    if let Err(e @ crate::clock::ClockAhead::OfItsClock { .. }) = hlc.check_trusted() {
+    if let Err(e) = hlc.check_lead() {
         tracing::error!(error = %e, "the clock mark persisted before this start is ahead of the wall clock");
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -268,6 +268,13 @@ impl Hlc {
             0 => {}
             ahead_ms => return Err(ClockAhead::OfPeers { ahead_ms, limit_ms: self.peer_skew_limit_ms() }),
         }
+        self.check_lead()
+    }
+
+    /// The part of [`Hlc::check_trusted`] this node can tell alone: refuses
+    /// while the newest stamp is further ahead of the wall clock than peers
+    /// accept.
+    pub fn check_lead(&self) -> Result<(), ClockAhead> {
         let lead_ms = (self.last() >> 16).saturating_sub(self.clock.now_ms());
         if lead_ms > self.max_drift_ms {
             return Err(ClockAhead::OfItsClock { ahead_ms: lead_ms, limit_ms: self.max_drift_ms });
@@ -405,6 +412,9 @@ mod tests {
         assert!(hlc.unjudged_for().is_some_and(|left| left > std::time::Duration::from_secs(50)));
         assert!(!hlc.renew_reservation().unwrap(), "not judged yet");
         assert_eq!(hw.0.lock().unwrap().1, 0);
+        // A stamp (taken by a caller that checked nothing) still reserves for itself.
+        let stamp = hlc.now().unwrap();
+        assert!(hw.0.lock().unwrap().0 >= stamp);
         hlc.mark_ahead_of_peers(None);
         assert_eq!(hlc.unjudged_for(), None);
         assert_eq!(hlc.check_trusted(), Ok(()), "judged sound");
@@ -424,11 +434,16 @@ mod tests {
         hlc.now().unwrap();
         // Put right by 10 min and restarted: the mark keeps the lead.
         clock.set(1_000_000);
-        let hlc = Hlc::open(clock.clone(), hw).unwrap().with_max_drift_ms(10_000);
+        let hlc = Hlc::open(clock.clone(), hw.clone()).unwrap().with_max_drift_ms(10_000);
         match hlc.check_trusted() {
             Err(ClockAhead::OfItsClock { ahead_ms, limit_ms: 10_000 }) => assert!((600_000..602_001).contains(&ahead_ms), "{ahead_ms}"),
             other => panic!("{other:?}"),
         }
+        // Before peers judge it, the lead is still told apart (the node logs it at start).
+        let unjudged =
+            Hlc::open(clock.clone(), hw).unwrap().with_max_drift_ms(10_000).with_unjudged_grace(std::time::Duration::from_secs(60));
+        assert!(matches!(unjudged.check_trusted(), Err(ClockAhead::NotJudgedYet { .. })));
+        assert!(matches!(unjudged.check_lead(), Err(ClockAhead::OfItsClock { .. })));
         clock.set(1_592_000);
         assert_eq!(hlc.check_trusted(), Ok(()), "within what peers accept");
     }
