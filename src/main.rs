@@ -211,7 +211,8 @@ async fn status(target: &Target) -> Result<()> {
         out!("removed: {}", removed.keys().cloned().collect::<Vec<_>>().join(", "));
     }
     if let Some(refusal) = cluster["clock_refusal"].as_str() {
-        out!("{} refuses writes: {refusal}", cluster["node"].as_str().unwrap_or("this node"));
+        // Refused, or held just after start until peers judge the clock: either way, none stamped.
+        out!("{} stamps no writes: {refusal}", cluster["node"].as_str().unwrap_or("this node"));
     }
     let drain = admin_json(&c, "/admin/decommission").await.unwrap_or_default();
     if let Some(state) = drain["state"].as_str().filter(|s| *s != "member") {

@@ -51,7 +51,7 @@ pub async fn cluster(State(st): State<AppState>) -> Json<serde_json::Value> {
         "removed": m.removed(),
         "ready": m.is_ready(),
         "clock_offsets_ms": st.clocks.peers.offsets(),
-        // Why this node refuses writes for its clock, if it does.
+        // Why this node stamps no writes by its clock, if it does not.
         "clock_refusal": st.repl.kv.hlc().check_trusted().err().map(|e| e.to_string()),
     }))
 }
