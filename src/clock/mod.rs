@@ -175,7 +175,9 @@ pub struct Hlc {
     /// nobody will judge), nothing is stamped by it.
     unjudged_until: Option<std::time::Instant>,
     unjudged_grace: std::time::Duration,
-    judged: AtomicBool,
+    /// Peers judged the wall clock, or the grace ran out: waiting for a
+    /// verdict is over for good, and the write path reads only this.
+    settled: AtomicBool,
 }
 
 impl Hlc {
@@ -192,7 +194,7 @@ impl Hlc {
             high_water,
             unjudged_until: None,
             unjudged_grace: std::time::Duration::ZERO,
-            judged: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
         })
     }
 
@@ -239,7 +241,7 @@ impl Hlc {
     /// not beyond the limit, see [`PeerClocks::ahead_of_peers`]). Returns
     /// whether that changed between ahead and not, for the caller to log.
     pub fn mark_ahead_of_peers(&self, ahead_ms: Option<u64>) -> bool {
-        self.judged.store(true, Ordering::SeqCst);
+        self.settled.store(true, Ordering::SeqCst);
         // 0 stands for "not ahead", so an offset of 0 ms (never beyond a limit) is stored as 1.
         let new = ahead_ms.map_or(0, |ms| ms.max(1));
         let old = self.ahead_of_peers_ms.swap(new, Ordering::SeqCst);
@@ -335,11 +337,15 @@ impl Hlc {
     /// How much longer the clock goes untrusted unless peers judge it first:
     /// `None` once judged, or after the grace of [`Hlc::with_unjudged_grace`].
     pub fn unjudged_for(&self) -> Option<std::time::Duration> {
-        if self.judged.load(Ordering::SeqCst) {
+        if self.settled.load(Ordering::SeqCst) {
             return None;
         }
-        let left = self.unjudged_until?.saturating_duration_since(std::time::Instant::now());
-        (!left.is_zero()).then_some(left)
+        let left = self.unjudged_until.map_or(std::time::Duration::ZERO, |t| t.saturating_duration_since(std::time::Instant::now()));
+        if left.is_zero() {
+            self.settled.store(true, Ordering::SeqCst);
+            return None;
+        }
+        Some(left)
     }
 
     /// The wall clock as a stamp with no logical part (ms capped at 48 bits).
