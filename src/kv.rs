@@ -70,6 +70,11 @@ impl KvService {
     /// A fresh version stamped by this node.
     pub async fn stamp(&self) -> Result<Version, KvError> {
         self.trusted_clock().await?;
+        Ok(self.fresh_version()?)
+    }
+
+    /// The next version by this node's HLC; callers check the clock first.
+    fn fresh_version(&self) -> Result<Version, StorageError> {
         Ok(Version { hlc: self.hlc.now()?, node: self.node.tag() })
     }
 
@@ -99,8 +104,7 @@ impl KvService {
     pub async fn write_fresh(&self, key: &Key, value: Option<Bytes>, pre: Precondition) -> Result<(Record, Applied), KvError> {
         self.trusted_clock().await?;
         let shard = shard_of(key.as_bytes(), self.storage.shard_count());
-        let stamp = || Ok(Version { hlc: self.hlc.now()?, node: self.node.tag() });
-        let (record, outcome) = self.storage.write_fresh(shard, key.as_bytes(), value, pre, &stamp)?;
+        let (record, outcome) = self.storage.write_fresh(shard, key.as_bytes(), value, pre, &|| self.fresh_version())?;
         self.settle(&outcome).await?;
         Ok((record, outcome))
     }
