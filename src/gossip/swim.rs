@@ -206,6 +206,20 @@ impl Swim {
         self.rumors.take(self.cfg.max_rumors, limit)
     }
 
+    /// Rumors for a ping to `target`. A target this member suspects is
+    /// always told so (Lifeguard's "buddy system"): the ping reaches the one
+    /// member that can refute, even once the rumor was retired here or is
+    /// crowded out by others, and the ack brings the refutation straight back.
+    fn piggyback_for(&mut self, target: &str) -> Vec<Rumor> {
+        let mut rumors = self.piggyback();
+        if let Some(suspected) = self.members.get(target).filter(|k| k.state == State::Suspect) {
+            if !rumors.iter().any(|r| matches!(r, Rumor::Member(u) if u.id == target)) {
+                rumors.push(Rumor::Member(suspected.clone()));
+            }
+        }
+        rumors
+    }
+
     /// The whole state, for a sync: every member and every setting.
     fn sync_message(&self, reply: bool) -> Message {
         Message::Sync { members: self.view().cloned().collect(), settings: self.settings.values().cloned().collect(), reply }
@@ -415,7 +429,7 @@ impl Swim {
         let Some(target) = self.next_probe_target(rng) else { return };
         let seq = self.take_seq();
         let to = Peer::of(&self.members[&target]);
-        let rumors = self.piggyback();
+        let rumors = self.piggyback_for(&target);
         self.send(to, Message::Ping { seq, target: target.clone(), rumors }, out);
         self.probe = Some(Probe { target, seq, started: now, indirect_sent: false });
     }
@@ -519,7 +533,7 @@ impl Swim {
                 } else if self.relays.len() < MAX_RELAYS {
                     let own = self.take_seq();
                     self.relays.insert(own, Relay { to: sender, seq, expires: now + self.cfg.probe_interval });
-                    let rumors = self.piggyback();
+                    let rumors = self.piggyback_for(&target);
                     self.send(Peer { id: target.clone(), addr: target_addr }, Message::Ping { seq: own, target, rumors }, out);
                 }
             }

@@ -105,6 +105,41 @@ fn an_unanswered_probe_asks_others_then_suspects() {
 }
 
 #[test]
+fn a_ping_to_a_suspect_tells_it_so_and_its_ack_brings_the_refutation_back() {
+    let (mut a, mut b) = (node("a"), node("b"));
+    let (mut out, mut r) = (Vec::new(), rng());
+    a.apply(0, update("b", 1, State::Suspect), &mut r, &mut out);
+    // Told until retired: under load a suspicion's rumor runs out long before
+    // the suspect is next probed by a member that holds it.
+    while !a.piggyback().is_empty() {}
+    out.clear();
+    a.tick(1_000, &mut r, &mut out);
+    let (to, ping) = sends(&out).remove(0);
+    assert_eq!(to, "b:1");
+    let Message::Ping { rumors, .. } = &ping else { panic!("expected a ping: {ping:?}") };
+    assert_eq!(rumors, &[Rumor::Member(update("b", 1, State::Suspect))]);
+    out.clear();
+    b.handle(1_001, Envelope { from: a.me().clone(), msg: ping }, &mut r, &mut out);
+    assert_eq!(b.me(), &update("b", 2, State::Alive));
+    let (_, ack) = sends(&out).remove(0);
+    a.handle(1_002, Envelope { from: b.me().clone(), msg: ack }, &mut r, &mut out);
+    assert_eq!(a.get("b"), Some(&update("b", 2, State::Alive)));
+    // A member relaying a probe of a suspect it holds tells it too.
+    let mut helper = node("h");
+    helper.apply(0, update("c", 4, State::Suspect), &mut r, &mut out);
+    while !helper.piggyback().is_empty() {}
+    out.clear();
+    let req = Message::PingReq { seq: 9, target: "c".into(), target_addr: "c:1".into(), rumors: vec![] };
+    helper.handle(5, Envelope { from: a.me().clone(), msg: req }, &mut r, &mut out);
+    let (to, relayed) = sends(&out).remove(0);
+    assert_eq!(to, "c:1");
+    assert!(
+        matches!(&relayed, Message::Ping { rumors, .. } if rumors.contains(&Rumor::Member(update("c", 4, State::Suspect)))),
+        "{relayed:?}"
+    );
+}
+
+#[test]
 fn an_ack_relayed_by_another_member_clears_the_probe() {
     let (mut a, mut helper) = (node("a"), node("h"));
     let (mut out, mut r) = (Vec::new(), rng());
