@@ -353,7 +353,7 @@ async fn run_cluster(nodes: usize, base_port: u16, data_dir: PathBuf, sync: Sync
     };
     let mut cluster = LocalCluster::spawn(&spec).context("starting the cluster (are the ports free?)")?;
     for (i, node) in cluster.nodes.iter().enumerate() {
-        out!("n{}: {}   (log: {})", i + 1, node.url, data_dir.join(format!("n{}.log", i + 1)).display());
+        out!("n{}: {}   (pid {}, log: {})", i + 1, node.url, node.child.id(), cluster.log_path(i).display());
     }
     let children = &cluster.nodes;
     let first = &children[0].url;
@@ -363,7 +363,27 @@ async fn run_cluster(nodes: usize, base_port: u16, data_dir: PathBuf, sync: Sync
     out!("  curl '{last}/v1/kv/greeting'");
     out!("  curl {first}/admin/cluster");
     out!("Ctrl-C stops every node.");
-    shutdown_signal().await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut watch = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            // Ctrl-C reaches the nodes too: their exits are then no news.
+            biased;
+            _ = &mut shutdown => break,
+            _ = watch.tick() => {
+                // A node that crashed or was killed (to try a failure) is
+                // reported, not restarted: the others keep running.
+                for (i, status) in cluster.newly_exited() {
+                    out!("\nn{} exited ({status}); the other nodes keep running. Its log: {}", i + 1, cluster.log_path(i).display());
+                    out!("To start it again, from this directory (it then runs outside this command):\n  {}", cluster.command_line(i));
+                }
+                if cluster.all_exited() {
+                    bail!("every node has exited; their logs are in {}", data_dir.display());
+                }
+            }
+        }
+    }
     cluster.terminate();
     Ok(())
 }

@@ -54,6 +54,11 @@ impl ChildNode {
 
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        // A child already reaped has no pid of its own any more: the OS may
+        // have given it to another process, which must not get the signal.
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
         self.child.wait()
@@ -74,6 +79,8 @@ pub struct LocalCluster {
     exe: std::path::PathBuf,
     args: Vec<Vec<String>>,
     logs: Vec<std::path::PathBuf>,
+    /// Whether node i's exit was already reported by [`Self::newly_exited`].
+    exit_reported: Vec<bool>,
 }
 
 /// How to start a [`LocalCluster`].
@@ -90,7 +97,8 @@ pub struct ClusterSpec<'a> {
 
 impl LocalCluster {
     pub fn spawn(spec: &ClusterSpec<'_>) -> std::io::Result<LocalCluster> {
-        let mut cluster = LocalCluster { nodes: Vec::new(), exe: spec.exe.to_path_buf(), args: Vec::new(), logs: Vec::new() };
+        let mut cluster =
+            LocalCluster { nodes: Vec::new(), exe: spec.exe.to_path_buf(), args: Vec::new(), logs: Vec::new(), exit_reported: Vec::new() };
         for (i, addr) in spec.addrs.iter().enumerate() {
             let name = format!("n{}", i + 1);
             let seeds: Vec<&str> = spec.addrs.iter().filter(|a| *a != addr).map(String::as_str).collect();
@@ -111,6 +119,7 @@ impl LocalCluster {
             cluster.nodes.push(ChildNode::spawn(spec.exe, &args, Some(std::fs::File::create(&log)?), Duration::from_secs(30))?);
             cluster.args.push(args);
             cluster.logs.push(log);
+            cluster.exit_reported.push(false);
         }
         Ok(cluster)
     }
@@ -125,7 +134,44 @@ impl LocalCluster {
     pub fn start(&mut self, i: usize) -> std::io::Result<()> {
         let log = std::fs::OpenOptions::new().append(true).create(true).open(&self.logs[i])?;
         self.nodes[i] = ChildNode::spawn(&self.exe, &self.args[i], Some(log), Duration::from_secs(30))?;
+        self.exit_reported[i] = false;
         Ok(())
+    }
+
+    /// Nodes that exited (crashed, were killed, or stopped) since the last
+    /// call, with how each ended.
+    pub fn newly_exited(&mut self) -> Vec<(usize, std::process::ExitStatus)> {
+        let mut exited = Vec::new();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if !self.exit_reported[i] {
+                if let Ok(Some(status)) = node.child.try_wait() {
+                    self.exit_reported[i] = true;
+                    exited.push((i, status));
+                }
+            }
+        }
+        exited
+    }
+
+    /// Whether every node has exited and been reported.
+    pub fn all_exited(&self) -> bool {
+        self.exit_reported.iter().all(|r| *r)
+    }
+
+    /// The shell command that starts node `i` as this cluster did, from the
+    /// same working directory.
+    pub fn command_line(&self, i: usize) -> String {
+        let exe = self.exe.display().to_string();
+        std::iter::once(exe.as_str())
+            .chain(["serve"])
+            .chain(self.args[i].iter().map(String::as_str))
+            .map(shell_quote)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    pub fn log_path(&self, i: usize) -> &Path {
+        &self.logs[i]
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -136,6 +182,16 @@ impl LocalCluster {
         for n in &mut self.nodes {
             let _ = n.terminate();
         }
+    }
+}
+
+/// `word` as one POSIX shell word: as is when plainly safe, else in single quotes.
+fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:,=@%+".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -153,4 +209,17 @@ pub fn ensure_secret_file(path: &Path) -> std::io::Result<()> {
 pub fn free_loopback_addrs(n: usize) -> std::io::Result<Vec<String>> {
     let listeners: Vec<std::net::TcpListener> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
     listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_quote("127.0.0.1:7001,127.0.0.1:7002"), "127.0.0.1:7001,127.0.0.1:7002");
+        assert_eq!(shell_quote("/tmp/my cluster/n1"), "'/tmp/my cluster/n1'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }

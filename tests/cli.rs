@@ -17,3 +17,132 @@ fn a_reader_that_stops_early_is_not_an_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
 }
+
+/// Lines a child prints on stdout, read on a thread so a test can wait for
+/// one with a deadline.
+fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The first line within 60 s that `pick` accepts, and its pick.
+fn wait_for_line<T>(lines: &std::sync::mpsc::Receiver<String>, what: &str, pick: impl Fn(&str) -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) => match pick(&line) {
+                Some(v) => return v,
+                None => seen.push(line),
+            },
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {what} within 60 s; saw: {seen:#?}");
+}
+
+/// A base port whose next port is free too (`hearsay cluster` takes
+/// consecutive ports), as the OS reports right now.
+fn two_free_ports() -> u16 {
+    for _ in 0..50 {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two consecutive free ports on 127.0.0.1");
+}
+
+/// A child process stopped with SIGTERM when the test ends, failed or not:
+/// `hearsay cluster` stops its nodes on SIGTERM, never on SIGKILL.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn kill(signal: &str, pid: u32) {
+    let status = Command::new("kill").args([signal, &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// `hearsay cluster` reports a node that dies (it was killed here) with the
+/// command that starts it again, and that command brings it back into the
+/// cluster. Once none of its nodes runs, the command fails instead of
+/// waiting for a Ctrl-C that can stop nothing.
+#[test]
+fn the_local_cluster_reports_a_node_that_died_and_how_to_start_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = two_free_ports();
+    let mut cluster = Stopped(
+        Command::new(env!("CARGO_BIN_EXE_hearsay"))
+            .args(["cluster", "--nodes", "2", "--base-port", &port.to_string(), "--data-dir"])
+            .arg(dir.path().join("c"))
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("cluster.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = stdout_lines(&mut cluster.0);
+    let pid_of =
+        |node: &'static str| move |line: &str| line.strip_prefix(node)?.split("(pid ").nth(1)?.split(',').next()?.parse::<u32>().ok();
+    let n1 = wait_for_line(&lines, "n1's pid", pid_of("n1: "));
+    let n2 = wait_for_line(&lines, "n2's pid", pid_of("n2: "));
+    wait_for_line(&lines, "the cluster up", |l| l.contains("is up").then_some(()));
+
+    kill("-KILL", n2);
+    let exit = wait_for_line(&lines, "n2's exit", |l| l.starts_with("n2 exited").then(|| l.to_string()));
+    assert!(exit.contains("SIGKILL") && exit.contains("n2.log"), "{exit}");
+    wait_for_line(&lines, "how to start it", |l| l.starts_with("To start it again").then_some(()));
+    let command = wait_for_line(&lines, "the command", |l| l.strip_prefix("  ").map(str::to_string));
+
+    let mut again = Stopped(
+        Command::new("sh")
+            .args(["-c", &format!("exec {command}")])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = wait_for_line(&stdout_lines(&mut again.0), "n2 listening", |l| l.strip_prefix("hearsay listening on ").map(str::to_string));
+    assert_eq!(url, format!("http://127.0.0.1:{}", port + 1));
+    // Ready means its storage is open and its seed, n1, answered it.
+    let ready = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        Command::new(env!("CARGO_BIN_EXE_hearsay"))
+            .args(["admin", "--node", &url, "/ready"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    drop(again);
+    assert!(ready, "n2, started again by the printed command, was not ready within 30 s");
+
+    kill("-KILL", n1);
+    let status = (0..300)
+        .find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            cluster.0.try_wait().unwrap()
+        })
+        .expect("hearsay cluster still runs 30 s after its last node died");
+    let stderr = std::fs::read_to_string(dir.path().join("cluster.err")).unwrap();
+    assert!(!status.success() && stderr.contains("every node has exited"), "{status:?}: {stderr}");
+}
