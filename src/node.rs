@@ -14,7 +14,7 @@ use crate::rpc::client::PeerClient;
 use crate::rpc::mac::MacKey;
 use crate::storage::group_commit::GroupCommit;
 use crate::storage::sled_engine::{SledOptions, SledStorage};
-use crate::storage::{claim_for_node, MetaHighWater, Storage, StorageError};
+use crate::storage::{claim_for_node, mark_running, mark_stopped, MetaHighWater, Storage, StorageError};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -73,6 +73,14 @@ pub async fn run_with_storage(
     if let Err(e) = hlc.check_lead() {
         tracing::error!(error = %e, "the clock mark persisted before this start is ahead of the wall clock");
     }
+    let marking = storage.clone();
+    let unclean_stop = tokio::task::spawn_blocking(move || mark_running(marking.as_ref()))
+        .await
+        .unwrap_or(Err(StorageError::FlushFailed))
+        .map_err(storage_error)?;
+    if unclean_stop {
+        tracing::warn!(sync = ?config.sync, "the last run on this data dir did not stop cleanly (a crash, SIGKILL or power loss); anti-entropy restores from peers whatever it lost once the cluster is known");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -129,6 +137,9 @@ pub async fn run_with_storage(
         stamp: 0,
     };
     let ae = Arc::new(crate::repair::AntiEntropy::open(repl.clone(), initial, purge_policy(&config)).map_err(storage_error)?);
+    if unclean_stop {
+        ae.note_unclean_stop();
+    }
     workers.push(tokio::spawn(ae.clone().scheduler(stopped())));
     if let Some(every) = config.handoff_every {
         workers.push(tokio::spawn(crate::repair::handoff::worker(repl.clone(), every, stopped())));
@@ -157,7 +168,7 @@ pub async fn run_with_storage(
     repl.drain().await;
     drop(ae);
     drop(repl);
-    let flushed = tokio::task::spawn_blocking(move || storage.flush()).await.unwrap_or(Err(StorageError::FlushFailed));
+    let flushed = tokio::task::spawn_blocking(move || mark_stopped(storage.as_ref())).await.unwrap_or(Err(StorageError::FlushFailed));
     served?;
     flushed.map_err(NodeError::Close)?;
     tracing::info!("stopped cleanly");

@@ -1,9 +1,13 @@
-//! Crash safety of `--sync=always`: a real `hearsay serve` child is killed
-//! with SIGKILL right after acknowledging writes; after a restart on the same
-//! data dir every acknowledged write is there.
+//! Crashes of real `hearsay serve` children, killed with SIGKILL: under
+//! `--sync=always` every acknowledged write is there after a restart on the
+//! same data dir; under `--sync=periodic` the restarted node repairs its
+//! shards from its peers by itself.
 
+mod common;
+
+use common::{all_roots_equal, runs_by, wait_until};
 use hearsay::client::Client;
-use hearsay::process::ChildNode;
+use hearsay::process::{ensure_secret_file, free_loopback_addrs, ChildNode, ClusterSpec, LocalCluster};
 use std::time::Duration;
 
 fn spawn(dir: &std::path::Path) -> ChildNode {
@@ -57,4 +61,51 @@ async fn sigkill_after_acknowledged_writes_loses_nothing() {
         }
     }
     assert!(missing.is_empty(), "{} acknowledged writes lost: {:?}", missing.len(), &missing[..missing.len().min(10)]);
+}
+
+async fn ready(c: &Client) -> bool {
+    c.get_path("/ready").await.is_ok_and(|r| r.status == 200)
+}
+
+/// Under `--sync=periodic` a node killed mid-work may lack writes it
+/// acknowledged last. At its next start it finds its store was left
+/// running and, once its peers answer, runs anti-entropy over every shard
+/// it holds, unasked; after a clean stop it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_after_sigkill_repairs_its_shards_unasked() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster-secret");
+    ensure_secret_file(&secret).unwrap();
+    let spec = ClusterSpec {
+        exe: std::path::Path::new(env!("CARGO_BIN_EXE_hearsay")),
+        addrs: free_loopback_addrs(3).unwrap(),
+        data_dir: dir.path(),
+        secret_file: &secret,
+        extra_args: ["--sync", "periodic", "--shards", "8"].map(String::from).to_vec(),
+    };
+    let mut cluster = LocalCluster::spawn(&spec).expect("cluster starts");
+    let cs: Vec<Client> = cluster.urls().iter().map(|u| Client::new(u).unwrap()).collect();
+    for c in &cs {
+        wait_until("every node ready", Duration::from_secs(30), async || ready(c).await).await;
+    }
+    for i in 0..300 {
+        let r = cs[0].put(format!("k/{i}").as_bytes(), format!("v{i}"), "w=all").await.unwrap();
+        assert!(r.status.is_success(), "{} {}", r.status, r.text());
+    }
+    cluster.nodes[1].kill();
+    cluster.start(1).expect("n2 starts again");
+    wait_until("n2's run after its unclean stop completes", Duration::from_secs(60), async || {
+        runs_by(&cs[1], "unclean-stop").await.iter().any(|r| r["outcome"] == "completed")
+    })
+    .await;
+    let run = &runs_by(&cs[1], "unclean-stop").await[0];
+    assert_eq!(run["shards_total"], 8, "every shard n2 replicates: {run}");
+    assert!(all_roots_equal(&cs).await, "replicas differ after the run: {run}");
+
+    // A clean stop leaves nothing to repair, and no run is started.
+    cluster.restart(1).expect("n2 restarts cleanly");
+    wait_until("n2 ready after a clean restart", Duration::from_secs(30), async || ready(&cs[1]).await).await;
+    // The run would start within one 200 ms check of readiness.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(runs_by(&cs[1], "unclean-stop").await.len(), 1, "a clean restart started another run");
 }

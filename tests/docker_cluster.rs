@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{all_roots_equal, repair, wait_until};
+use common::{all_roots_equal, repair, runs_by, wait_until};
 use hearsay::client::Client;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -193,6 +193,12 @@ async fn a_killed_node_catches_up_from_mail_and_one_repair() {
     let restarted = Instant::now();
     cluster.wait_ready(Duration::from_secs(60)).await;
     wait_until("every node holds every member alive", Duration::from_secs(30), async || all_alive(&cs).await).await;
+    // Killed, n2 may lack writes it acknowledged last: once its peers
+    // answer, it runs anti-entropy over its shards unasked.
+    wait_until("n2's own run after its unclean stop completes", Duration::from_secs(60), async || {
+        runs_by(&cs[1], "unclean-stop").await.iter().any(|r| r["outcome"] == "completed")
+    })
+    .await;
     for c in [&cs[0], &cs[2]] {
         wait_until("the retry buffers drain to node2", Duration::from_secs(60), async || mail_pending(c).await == 0).await;
     }

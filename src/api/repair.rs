@@ -38,7 +38,7 @@ fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T,
 
 pub async fn start(State(st): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let req: StartBody = json_body(&body)?;
-    match st.ae.start(req.shards, req.mode.unwrap_or_default()) {
+    match st.ae.start(req.shards, req.mode.unwrap_or_default(), "admin") {
         Ok(run_id) => Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": run_id }))).into_response()),
         // The usual error body, plus the running id so the caller can watch or cancel it.
         Err(RepairError::AlreadyRunning(id)) => {

@@ -33,9 +33,10 @@ use tokio_util::sync::CancellationToken;
 const HISTORY_TREE: &str = "ae/history";
 const HISTORY_MAX: usize = 50;
 const META_SCHEDULE: &str = "ae_schedule";
-/// How often a node that quarantined records at open checks whether the
-/// cluster is known, to start the run that restores them.
-const QUARANTINE_READY_CHECK: Duration = Duration::from_millis(200);
+/// How often a node that may lack records at start (quarantined at open, or
+/// lost in an unclean stop) checks whether the cluster is known, to start
+/// the run that restores them.
+const STARTUP_READY_CHECK: Duration = Duration::from_millis(200);
 /// How often due tombstone purges are looked for.
 const PURGE_CHECK: Duration = Duration::from_secs(1);
 
@@ -61,6 +62,11 @@ pub struct SkippedReplica {
 pub struct RunSummary {
     pub id: String,
     pub mode: RunMode,
+    /// What started it: `admin` (a request), `schedule`, or a run a node
+    /// owes its copy at start: `unclean-stop`, `quarantine`. Empty in the
+    /// history of older builds.
+    #[serde(default)]
+    pub trigger: String,
     pub started_at_ms: u64,
     pub finished_at_ms: Option<u64>,
     pub duration_ms: u64,
@@ -116,6 +122,8 @@ pub struct AntiEntropy {
     /// tombstones are kept forever.
     pub(crate) purges: Arc<purge::Purges>,
     policy: Option<purge::PurgePolicy>,
+    /// The node before this one on the store did not stop cleanly.
+    unclean_stop: std::sync::atomic::AtomicBool,
 }
 
 impl AntiEntropy {
@@ -142,6 +150,7 @@ impl AntiEntropy {
             verified: Arc::new(Mutex::new(vec![None; shards])),
             purges: Arc::default(),
             policy,
+            unclean_stop: Default::default(),
         })
     }
 
@@ -180,8 +189,15 @@ impl AntiEntropy {
         Ok(first.into_iter().map(ShardId).collect())
     }
 
-    /// Starts a run in the background; one at a time per node.
-    pub fn start(self: &Arc<Self>, shards: Option<Vec<u32>>, mode: RunMode) -> Result<String, RepairError> {
+    /// Tells the scheduler that the store was left running by a node that
+    /// crashed: a run over every shard here restores what it lost.
+    pub fn note_unclean_stop(&self) {
+        self.unclean_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Starts a run in the background; one at a time per node. `trigger`
+    /// says why, in its summary.
+    pub fn start(self: &Arc<Self>, shards: Option<Vec<u32>>, mode: RunMode, trigger: &str) -> Result<String, RepairError> {
         let mut running = self.running.lock().expect("ae lock");
         if let Some(r) = running.as_ref() {
             return Err(RepairError::AlreadyRunning(r.summary.lock().expect("run lock").id.clone()));
@@ -192,6 +208,7 @@ impl AntiEntropy {
         let summary = Arc::new(Mutex::new(RunSummary {
             id: id.clone(),
             mode,
+            trigger: trigger.to_string(),
             started_at_ms: now,
             shards_total: shards.len() as u64,
             outcome: "running".into(),
@@ -212,7 +229,7 @@ impl AntiEntropy {
             runner.run(shards, mode).await;
             this.finish(&summary);
         });
-        tracing::info!(run = %id, ?mode, "anti-entropy run started");
+        tracing::info!(run = %id, ?mode, trigger, "anti-entropy run started");
         Ok(id)
     }
 
@@ -331,18 +348,20 @@ impl AntiEntropy {
         let mut settings = self.repl.membership.subscribe_settings();
         self.publish_schedule();
         let mut next_run = self.next_run();
-        // Records quarantined at open are missing here until a run restores
-        // them, so such shards get a run as soon as the cluster is known.
-        let mut quarantined = !self.repl.kv.storage().quarantine().moved_at_open.is_empty();
-        let mut ready_check = tokio::time::interval(QUARANTINE_READY_CHECK);
+        // Records quarantined at open, or lost in an unclean stop, are
+        // missing here until a run restores them, so such a node gets a run
+        // as soon as the cluster is known.
+        let mut owed =
+            self.unclean_stop.load(std::sync::atomic::Ordering::Relaxed) || !self.repl.kv.storage().quarantine().moved_at_open.is_empty();
+        let mut ready_check = tokio::time::interval(STARTUP_READY_CHECK);
         let mut purge_check = tokio::time::interval(PURGE_CHECK);
         loop {
             let changed = self.schedule_changed.notified();
             tokio::select! {
-                _ = ready_check.tick(), if quarantined => {
+                _ = ready_check.tick(), if owed => {
                     if self.repl.membership.is_ready() {
-                        quarantined = false;
-                        self.repair_quarantine();
+                        owed = false;
+                        self.repair_at_start();
                     }
                 }
                 _ = purge_check.tick(), if self.policy.is_some() => {
@@ -357,7 +376,7 @@ impl AntiEntropy {
                 _ = tokio::time::sleep_until(next_run) => {
                     next_run = self.next_run();
                     if self.schedule().enabled {
-                        match self.start(None, RunMode::Ring) {
+                        match self.start(None, RunMode::Ring, "schedule") {
                             Ok(id) => tracing::info!(run = %id, "scheduled anti-entropy run"),
                             Err(e) => tracing::info!(error = %e, "scheduled anti-entropy run not started"),
                         }
@@ -390,19 +409,28 @@ impl AntiEntropy {
         }
     }
 
-    fn repair_quarantine(self: &Arc<Self>) {
-        let shards = self.unrepaired_quarantine();
-        if shards.is_empty() {
-            return;
-        }
+    /// The run a node owes its copy at start: every shard it replicates
+    /// after an unclean stop (writes it acknowledged last may be gone), else
+    /// the shards whose records were quarantined at open. Quarantined shards
+    /// go first either way ([`Self::plan_shards`]).
+    fn repair_at_start(self: &Arc<Self>) {
+        let (shards, trigger, why) = if self.unclean_stop.load(std::sync::atomic::Ordering::Relaxed) {
+            (None, "unclean-stop", "this node did not stop cleanly and may lack the writes it took last")
+        } else {
+            let shards = self.unrepaired_quarantine();
+            if shards.is_empty() {
+                return;
+            }
+            (Some(shards), "quarantine", "records were quarantined at open")
+        };
         if !self.schedule().enabled {
-            tracing::warn!(?shards, "records were quarantined at open and anti-entropy is off: POST /admin/anti-entropy to restore them");
+            tracing::warn!(?shards, "{why}, and anti-entropy is off: POST /admin/anti-entropy to restore them");
             return;
         }
-        match self.start(Some(shards.clone()), RunMode::Ring) {
-            Ok(id) => tracing::info!(run = %id, ?shards, "anti-entropy run for shards with quarantined records"),
+        match self.start(shards.clone(), RunMode::Ring, trigger) {
+            Ok(id) => tracing::warn!(run = %id, ?shards, "anti-entropy run at start: {why}"),
             Err(e) => {
-                tracing::warn!(error = %e, ?shards, "no run for quarantined records yet; the next scheduled run takes their shards first")
+                tracing::warn!(error = %e, ?shards, "no run at start ({why}); the run under way or the next scheduled one covers them")
             }
         }
     }

@@ -285,6 +285,9 @@ pub const META_HLC_HWM: &str = "hlc_hwm";
 pub const META_NODE_ID: &str = "node_id";
 /// Meta key of the shard count.
 pub const META_SHARDS: &str = "shards";
+/// Meta key that is 1 while a node runs on the store and 0 once it stopped
+/// cleanly (see [`mark_running`]).
+pub const META_RUNNING: &str = "running";
 /// Shards in a new cluster when `--shards` is not given.
 pub const DEFAULT_SHARDS: u32 = 64;
 
@@ -342,5 +345,40 @@ pub fn claim_for_node(storage: &dyn Storage, node: &str) -> Result<(), StorageEr
         Some(stored) => {
             Err(StorageError::NodeMismatch { stored: String::from_utf8_lossy(&stored).into_owned(), requested: node.to_string() })
         }
+    }
+}
+
+/// Marks the store as in use by a running node, durably, and says whether
+/// the node before stopped without [`mark_stopped`]: it crashed, was
+/// killed or lost power, so under `--sync=periodic` writes it had
+/// acknowledged in its last moments may be missing here. A store that never
+/// held the mark (new, or last run by an older build) counts as clean.
+pub fn mark_running(storage: &dyn Storage) -> Result<bool, StorageError> {
+    let unclean = storage.meta_get(META_RUNNING)?.is_some_and(|v| v == [1]);
+    storage.meta_put(META_RUNNING, &[1])?;
+    storage.flush()?;
+    Ok(unclean)
+}
+
+/// Flushes everything and marks the store as closed cleanly.
+pub fn mark_stopped(storage: &dyn Storage) -> Result<(), StorageError> {
+    storage.flush()?;
+    storage.meta_put(META_RUNNING, &[0])?;
+    storage.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_without_a_clean_stop_before_it_is_told_apart() {
+        let storage = mem_engine::MemStorage::new(4);
+        assert!(!mark_running(&storage).unwrap(), "a new store was never left running");
+        mark_stopped(&storage).unwrap();
+        assert!(!mark_running(&storage).unwrap(), "stopped cleanly");
+        // No mark_stopped: the node died running.
+        assert!(mark_running(&storage).unwrap());
+        assert!(mark_running(&storage).unwrap(), "a crash right after a start that found a crash is a crash too");
     }
 }

@@ -410,3 +410,11 @@ pub async fn all_roots_equal(clients: &[Client]) -> bool {
     let r = roots(clients).await;
     r.iter().all(|x| *x == r[0])
 }
+
+/// The summaries of the anti-entropy runs `c`'s node has run or is running
+/// that `trigger` started.
+pub async fn runs_by(c: &Client, trigger: &str) -> Vec<serde_json::Value> {
+    let status = c.get_path("/admin/anti-entropy").await.unwrap().json();
+    let history = status["history"].as_array().cloned().unwrap_or_default();
+    history.into_iter().chain(Some(status["running"].clone()).filter(|r| !r.is_null())).filter(|r| r["trigger"] == trigger).collect()
+}
