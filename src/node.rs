@@ -136,10 +136,8 @@ pub async fn run_with_storage(
         max_bytes_per_sec: config.repair_max_bytes_per_sec,
         stamp: 0,
     };
-    let ae = Arc::new(crate::repair::AntiEntropy::open(repl.clone(), initial, purge_policy(&config)).map_err(storage_error)?);
-    if unclean_stop {
-        ae.note_unclean_stop();
-    }
+    let ae = crate::repair::AntiEntropy::open(repl.clone(), initial, purge_policy(&config)).map_err(storage_error)?;
+    let ae = Arc::new(ae.after_unclean_stop(unclean_stop));
     workers.push(tokio::spawn(ae.clone().scheduler(stopped())));
     if let Some(every) = config.handoff_every {
         workers.push(tokio::spawn(crate::repair::handoff::worker(repl.clone(), every, stopped())));

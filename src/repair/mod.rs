@@ -123,7 +123,7 @@ pub struct AntiEntropy {
     pub(crate) purges: Arc<purge::Purges>,
     policy: Option<purge::PurgePolicy>,
     /// The node before this one on the store did not stop cleanly.
-    unclean_stop: std::sync::atomic::AtomicBool,
+    unclean_stop: bool,
 }
 
 impl AntiEntropy {
@@ -150,7 +150,7 @@ impl AntiEntropy {
             verified: Arc::new(Mutex::new(vec![None; shards])),
             purges: Arc::default(),
             policy,
-            unclean_stop: Default::default(),
+            unclean_stop: false,
         })
     }
 
@@ -189,10 +189,10 @@ impl AntiEntropy {
         Ok(first.into_iter().map(ShardId).collect())
     }
 
-    /// Tells the scheduler that the store was left running by a node that
-    /// crashed: a run over every shard here restores what it lost.
-    pub fn note_unclean_stop(&self) {
-        self.unclean_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    /// Whether the store was left running by a node that crashed: then the
+    /// scheduler's first run covers every shard here, to restore what it lost.
+    pub fn after_unclean_stop(self, unclean_stop: bool) -> Self {
+        AntiEntropy { unclean_stop, ..self }
     }
 
     /// Starts a run in the background; one at a time per node. `trigger`
@@ -351,8 +351,7 @@ impl AntiEntropy {
         // Records quarantined at open, or lost in an unclean stop, are
         // missing here until a run restores them, so such a node gets a run
         // as soon as the cluster is known.
-        let mut owed =
-            self.unclean_stop.load(std::sync::atomic::Ordering::Relaxed) || !self.repl.kv.storage().quarantine().moved_at_open.is_empty();
+        let mut owed = self.unclean_stop || !self.repl.kv.storage().quarantine().moved_at_open.is_empty();
         let mut ready_check = tokio::time::interval(STARTUP_READY_CHECK);
         let mut purge_check = tokio::time::interval(PURGE_CHECK);
         loop {
@@ -414,7 +413,7 @@ impl AntiEntropy {
     /// the shards whose records were quarantined at open. Quarantined shards
     /// go first either way ([`Self::plan_shards`]).
     fn repair_at_start(self: &Arc<Self>) {
-        let (shards, trigger, why) = if self.unclean_stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let (shards, trigger, why) = if self.unclean_stop {
             (None, "unclean-stop", "this node did not stop cleanly and may lack the writes it took last")
         } else {
             let shards = self.unrepaired_quarantine();
