@@ -227,6 +227,7 @@ async fn status(target: &Target) -> Result<()> {
     let runs = if schedule["enabled"] == true { format!("every {} s", schedule["interval_secs"]) } else { "off".to_string() };
     out!("scheduled anti-entropy runs: {runs}; repair bandwidth: {limit}");
     let mut roots: std::collections::BTreeMap<u64, Vec<(String, String)>> = Default::default();
+    let mut repairing = Vec::new();
     for m in cluster["members"].as_array().cloned().unwrap_or_default() {
         let (id, addr) = (m["id"].as_str().unwrap_or("?").to_string(), m["addr"].as_str().unwrap_or("").to_string());
         let health = m["state"].as_str().unwrap_or("unknown");
@@ -238,6 +239,16 @@ async fn status(target: &Target) -> Result<()> {
                     mail["peers"].as_array().map_or(0, |p| p.iter().map(|x| x["pending_records"].as_u64().unwrap_or(0)).sum());
                 let dropped: u64 = mail["peers"].as_array().map_or(0, |p| p.iter().map(|x| x["dropped"].as_u64().unwrap_or(0)).sum());
                 out!("  {id:<8} {addr:<22} up    gossip: {health:<8} mail pending {pending}, dropped {dropped}");
+                let ae = admin_json(&mc, "/admin/anti-entropy").await.unwrap_or_default();
+                if let Some(run) = ae.get("running").filter(|r| !r.is_null()) {
+                    let (done, total) = (&run["shards_done"], &run["shards_total"]);
+                    out!(
+                        "           anti-entropy run {} ({}): {done} of {total} shards",
+                        run["id"].as_str().unwrap_or("?"),
+                        run["trigger"].as_str().unwrap_or("?")
+                    );
+                    repairing.push(id.clone());
+                }
                 for s in shards["shards"].as_array().cloned().unwrap_or_default() {
                     let replicas: Vec<&str> =
                         s["replicas"].as_array().map_or(Vec::new(), |r| r.iter().filter_map(|x| x.as_str()).collect());
@@ -257,7 +268,11 @@ async fn status(target: &Target) -> Result<()> {
         out!("all {} shards seen have equal roots on the replicas that answered", roots.len());
     } else {
         out!("{} shards have differing roots: {differing:?}", differing.len());
-        out!("repair them with: hearsay repair --node {} --wait", target.node);
+        if repairing.is_empty() {
+            out!("repair them with: hearsay repair --node {} --wait", target.node);
+        } else {
+            out!("anti-entropy is running on {}: see its progress above", repairing.join(", "));
+        }
     }
     Ok(())
 }
