@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    all_roots_equal, local_keys, mail_for, plant, repair, roots, start_run, wait_run, wait_until, NodeOpts, TestCluster, TestNode,
+    all_roots_equal, hearsay_status, local_keys, mail_for, plant, repair, roots, start_run, wait_run, wait_until, NodeOpts, TestCluster,
+    TestNode,
 };
 use hearsay::client::Client;
 use hearsay::types::shard_of;
@@ -238,12 +239,18 @@ async fn admin_trigger_progress_history_cancel_conflict_and_schedule() {
     let st = cs[0].get_path("/admin/anti-entropy").await.unwrap().json();
     assert_eq!(st["running"]["id"], id.as_str(), "{st}");
     assert_eq!(st["running"]["shards_total"], 8);
+    assert_eq!(st["running"]["trigger"], "admin");
     let c0 = cs[0].clone();
     wait_until("progress is visible", Duration::from_secs(30), || {
         let c0 = c0.clone();
         async move { c0.get_path("/admin/anti-entropy").await.unwrap().json()["running"]["shards_done"].as_u64().unwrap_or(0) >= 1 }
     })
     .await;
+    // Every node planted records of its own, so shards differ: status shows
+    // the run repairing them instead of suggesting another.
+    let status = hearsay_status(&cluster.nodes[0].url, Some(&token)).await;
+    assert!(status.contains(&format!("anti-entropy run {id} (admin): ")), "{status}");
+    assert!(status.contains("anti-entropy is running on n1") && !status.contains("repair them with"), "{status}");
     let r = cs[0].send(Method::DELETE, &format!("/admin/anti-entropy/{id}"), &[], "".into()).await.unwrap();
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
     let cancelled = wait_run(&cs[0], &id).await;
@@ -515,6 +522,10 @@ async fn a_record_damaged_on_disk_is_quarantined_and_restored_from_a_peer() {
     assert!(metrics.lines().any(|l| l == "hearsay_quarantined_records 0"), "{metrics}");
     assert_eq!(c2.get(key, "r=one").await.unwrap().text(), "value 7", "releasing touches no data");
     let status = c2.get_path("/admin/anti-entropy").await.unwrap().json();
-    let own_run = status["history"].as_array().unwrap().iter().any(|r| r["outcome"] == "completed" && r["shards_total"] == 1);
+    let own_run = status["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["outcome"] == "completed" && r["shards_total"] == 1 && r["trigger"] == "quarantine");
     assert!(own_run, "n3 ran a repair of the one shard by itself: {status}");
 }

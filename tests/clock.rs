@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{wait_until, NodeOpts, TestCluster, SECRET};
+use common::{hearsay_status, wait_until, NodeOpts, TestCluster, SECRET};
 use hearsay::client::Client;
 use hyper::{Method, StatusCode};
 use std::time::Duration;
@@ -92,19 +92,6 @@ async fn peer_clock_offsets_are_estimated_from_signed_requests() {
     assert!(offsets.get("n8").is_none(), "{offsets}");
 }
 
-/// What `hearsay status` prints about the cluster as `node` sees it.
-async fn hearsay_status(node: &str) -> String {
-    let node = node.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_hearsay")).args(["status", "--node", &node]).output().unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
 /// Three nodes on `opts`, n3 restarted on `clock` (the others on the system clock).
 async fn with_n3_on(clock: std::sync::Arc<hearsay::clock::SkewedClock>, opts: NodeOpts) -> TestCluster {
     let mut cluster = TestCluster::start(3, opts).await;
@@ -158,7 +145,7 @@ async fn a_node_whose_clock_jumps_ahead_stamps_nothing_until_it_is_put_right() {
     let metrics = n3.get_path("/metrics").await.unwrap().text();
     let gauge = metrics.lines().find_map(|l| l.strip_prefix("hearsay_clock_ahead_refusing_writes_ms ")).map(|v| v.parse::<u64>().unwrap());
     assert!(gauge.is_some_and(|ms| ms >= ten_minutes as u64 - 5_000), "{metrics}");
-    let status = hearsay_status(&cluster.nodes[2].url).await;
+    let status = hearsay_status(&cluster.nodes[2].url, None).await;
     assert!(status.contains("cluster of 3 members"), "{status}");
     assert!(status.contains("n3 stamps no writes: this node's clock is"), "{status}");
     assert_eq!(n3.delete(b"before", "w=one").await.unwrap().status, StatusCode::SERVICE_UNAVAILABLE, "deletes are stamped too");
@@ -175,7 +162,7 @@ async fn a_node_whose_clock_jumps_ahead_stamps_nothing_until_it_is_put_right() {
     let stamped = hlc_of(&after) >> 16;
     assert!(stamped <= now + 5_000, "stamped by the true time: {stamped} vs now {now}");
     assert!(n3.get_path("/admin/cluster").await.unwrap().json()["clock_refusal"].is_null());
-    assert!(!hearsay_status(&cluster.nodes[2].url).await.contains("stamps no writes"));
+    assert!(!hearsay_status(&cluster.nodes[2].url, None).await.contains("stamps no writes"));
     let metrics = n3.get_path("/metrics").await.unwrap().text();
     assert!(metrics.contains("hearsay_clock_ahead_refusing_writes_ms 0\n"), "{metrics}");
 }

@@ -418,3 +418,15 @@ pub async fn runs_by(c: &Client, trigger: &str) -> Vec<serde_json::Value> {
     let history = status["history"].as_array().cloned().unwrap_or_default();
     history.into_iter().chain(Some(status["running"].clone()).filter(|r| !r.is_null())).filter(|r| r["trigger"] == trigger).collect()
 }
+
+/// What `hearsay status` prints about the cluster as `node` sees it.
+pub async fn hearsay_status(node: &str, admin_token: Option<&str>) -> String {
+    let mut args = vec!["status".to_string(), "--node".into(), node.to_string()];
+    args.extend(admin_token.map(|t| ["--admin-token".to_string(), t.to_string()]).into_iter().flatten());
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new(env!("CARGO_BIN_EXE_hearsay")).args(args).output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
