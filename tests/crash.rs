@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{all_roots_equal, runs_by, wait_until};
+use common::{all_roots_equal, is_ready, runs_by, wait_until};
 use hearsay::client::Client;
 use hearsay::process::{ensure_secret_file, free_loopback_addrs, ChildNode, ClusterSpec, LocalCluster};
 use std::time::Duration;
@@ -63,10 +63,6 @@ async fn sigkill_after_acknowledged_writes_loses_nothing() {
     assert!(missing.is_empty(), "{} acknowledged writes lost: {:?}", missing.len(), &missing[..missing.len().min(10)]);
 }
 
-async fn ready(c: &Client) -> bool {
-    c.get_path("/ready").await.is_ok_and(|r| r.status == 200)
-}
-
 /// Under `--sync=periodic` a node killed mid-work may lack writes it
 /// acknowledged last. At its next start it finds its store was left
 /// running and, once its peers answer, runs anti-entropy over every shard
@@ -86,7 +82,7 @@ async fn a_node_restarted_after_sigkill_repairs_its_shards_unasked() {
     let mut cluster = LocalCluster::spawn(&spec).expect("cluster starts");
     let cs: Vec<Client> = cluster.urls().iter().map(|u| Client::new(u).unwrap()).collect();
     for c in &cs {
-        wait_until("every node ready", Duration::from_secs(30), async || ready(c).await).await;
+        wait_until("every node ready", Duration::from_secs(30), async || is_ready(c).await).await;
     }
     for i in 0..300 {
         let r = cs[0].put(format!("k/{i}").as_bytes(), format!("v{i}"), "w=all").await.unwrap();
@@ -104,7 +100,7 @@ async fn a_node_restarted_after_sigkill_repairs_its_shards_unasked() {
 
     // A clean stop leaves nothing to repair, and no run is started.
     cluster.restart(1).expect("n2 restarts cleanly");
-    wait_until("n2 ready after a clean restart", Duration::from_secs(30), async || ready(&cs[1]).await).await;
+    wait_until("n2 ready after a clean restart", Duration::from_secs(30), async || is_ready(&cs[1]).await).await;
     // The run would start within one 200 ms check of readiness.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(runs_by(&cs[1], "unclean-stop").await.len(), 1, "a clean restart started another run");

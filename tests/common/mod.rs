@@ -268,9 +268,8 @@ impl TestCluster {
             let clients = clients.clone();
             async move {
                 for c in &clients {
-                    match c.get_path("/ready").await {
-                        Ok(r) if r.status == 200 => {}
-                        _ => return false,
+                    if !is_ready(c).await {
+                        return false;
                     }
                 }
                 true
@@ -278,6 +277,11 @@ impl TestCluster {
         })
         .await;
     }
+}
+
+/// Whether `c`'s node answers `/ready` with 200.
+pub async fn is_ready(c: &Client) -> bool {
+    c.get_path("/ready").await.is_ok_and(|r| r.status == 200)
 }
 
 /// Polls `check` until it returns true or `deadline` passes; no bare sleeps.
