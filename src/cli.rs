@@ -211,6 +211,16 @@ pub struct ServeArgs {
     /// dropped (and repaired by anti-entropy). 0 keeps tombstones forever.
     #[arg(long, env = "HEARSAY_TOMBSTONE_GRACE_SECS", default_value_t = hearsay::config::DEFAULT_TOMBSTONE_GRACE.as_secs())]
     pub tombstone_grace_secs: u64,
+    /// Most HTTP connections (clients and peers together) served at once;
+    /// one more is answered 503 and closed.
+    #[arg(long, env = "HEARSAY_MAX_CONNECTIONS", default_value_t = hearsay::api::server::DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Seconds a client may take to send a request head, then its body,
+    /// and may leave a connection idle between requests.
+    #[arg(long, env = "HEARSAY_READ_TIMEOUT_SECS", default_value_t = hearsay::api::server::DEFAULT_READ_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub read_timeout_secs: u64,
 }
 
 #[derive(Args)]

@@ -49,6 +49,12 @@ impl Response {
     }
 }
 
+/// How long a pooled connection may sit idle before the client drops it:
+/// shorter than a server's header read timeout
+/// ([`crate::api::server::DEFAULT_READ_TIMEOUT`]), so a node never
+/// closes a connection just as its peer reuses it.
+pub const POOL_IDLE: Duration = Duration::from_secs(20);
+
 /// The pooled keep-alive HTTP/1 client every outgoing request uses.
 pub type HttpPool = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 
@@ -56,7 +62,7 @@ pub fn http_pool() -> HttpPool {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).build(connector)
 }
 
 #[derive(Clone)]
@@ -77,8 +83,7 @@ impl Client {
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let http =
-            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).build(connector);
         Ok(Client { http, base, timeout: Duration::from_secs(30), token: None })
     }
 

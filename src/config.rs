@@ -88,6 +88,8 @@ pub struct NodeConfig {
     pub handoff_every: Option<Duration>,
     /// The gossip failure detector's timings (DESIGN.md §6 defaults).
     pub gossip: crate::gossip::SwimConfig,
+    /// Open connections and how long a request head may take to arrive.
+    pub connections: crate::api::server::ConnectionLimits,
 }
 
 /// Default tombstone grace: one day.
@@ -135,6 +137,7 @@ impl NodeConfig {
             purge_delay: DEFAULT_PURGE_DELAY,
             handoff_every: Some(crate::repair::handoff::HANDOFF_EVERY),
             gossip: crate::gossip::SwimConfig::default(),
+            connections: crate::api::server::ConnectionLimits::default(),
         }
     }
 }

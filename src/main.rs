@@ -291,6 +291,7 @@ fn expect_success(resp: &hearsay::client::Response) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    raise_open_files_limit();
     let node_id = NodeId::new(&args.node_id)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -323,6 +324,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
         max_clock_drift: Duration::from_millis(args.max_clock_drift_ms),
         tombstone_grace: (args.tombstone_grace_secs > 0).then(|| Duration::from_secs(args.tombstone_grace_secs)),
+        connections: hearsay::api::server::ConnectionLimits {
+            max_connections: args.max_connections as usize,
+            read_timeout: Duration::from_secs(args.read_timeout_secs),
+        },
         ..NodeConfig::new(node_id, args.data_dir)
     };
     let storage = hearsay::node::open_storage(&config).await?;
@@ -331,6 +336,27 @@ async fn serve(args: ServeArgs) -> Result<()> {
     std::io::stdout().flush()?;
     hearsay::node::run_with_storage(listener, config, storage, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one, as Go's runtime does
+/// for every program: the usual soft default, 1024, is below the default
+/// `--max-connections`, and the hard limit is what the operator allows.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write only the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        // An unlimited hard limit is not a valid soft one for open files on Linux.
+        let wanted = limit.rlim_max.min(1 << 20);
+        if limit.rlim_cur < wanted {
+            limit.rlim_cur = wanted;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::debug!("could not raise the open-file limit");
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -92,6 +92,10 @@ pub struct Metrics {
     pub ae_bytes: Counter,
     pub ae_shards_diverged: Counter,
     pub shard_last_verified: Family<ShardLabels, Gauge<f64, AtomicU64>>,
+    /// Client and peer connections open ([`crate::api::server`]).
+    pub http_connections: Gauge,
+    pub http_connections_refused: Counter,
+    pub http_read_timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -201,6 +205,20 @@ impl Metrics {
             "Steps of this node's wall clock (it moved over 1 s more or less than real time between two readings); peers' clock offsets are measured afresh after each",
             clock_steps.clone(),
         );
+        let http_connections = Gauge::default();
+        let http_connections_refused = Counter::default();
+        let http_read_timeouts = Counter::default();
+        registry.register("http_connections", "HTTP connections open (clients and peers)", http_connections.clone());
+        registry.register(
+            "http_connections_refused",
+            "Connections answered 503 and closed (or just closed) because --max-connections were open",
+            http_connections_refused.clone(),
+        );
+        registry.register(
+            "http_read_timeouts",
+            "Connections closed because no whole request head arrived within --read-timeout-secs (slow or idle clients), and requests answered 408 because their body did not",
+            http_read_timeouts.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -230,6 +248,9 @@ impl Metrics {
             ae_bytes,
             ae_shards_diverged,
             shard_last_verified,
+            http_connections,
+            http_connections_refused,
+            http_read_timeouts,
         }
     }
 

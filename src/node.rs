@@ -27,8 +27,6 @@ pub enum NodeError {
     Membership(#[from] crate::membership::MembershipError),
     #[error("opening the data dir {dir}: {source}")]
     Storage { dir: String, source: StorageError },
-    #[error("serving HTTP: {0}")]
-    Serve(#[from] std::io::Error),
     #[error("closing storage: {0}")]
     Close(StorageError),
 }
@@ -146,15 +144,23 @@ pub async fn run_with_storage(
         repl: repl.clone(),
         ae: ae.clone(),
         admin_token: config.admin_token.as_deref().map(Arc::from),
-        metrics,
+        metrics: metrics.clone(),
         node: config.node_id.name().to_string(),
         max_value_bytes: config.max_value_bytes,
         max_internal_bytes: (config.max_value_bytes * 2).max(8 << 20),
+        read_timeout: config.connections.read_timeout,
         mac,
         clocks,
     });
     tracing::info!(node = %config.node_id, addr = ?listener.local_addr().ok(), data_dir = %dir, shards = storage.shard_count(), sync = ?config.sync, "serving");
-    let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await;
+    if let Some(limit) = crate::api::server::open_files_limit().filter(|l| *l < config.connections.max_connections as u64 + 256) {
+        tracing::warn!(
+            open_files_limit = limit,
+            max_connections = config.connections.max_connections,
+            "the open-file limit is below --max-connections plus what storage and peers need (about 256): raise it (ulimit -n) or lower --max-connections, or connections past it fail to open"
+        );
+    }
+    crate::api::server::serve(listener, api::router(state), config.connections, metrics.clone(), shutdown).await;
 
     let _ = stop_tx.send(true);
     for w in workers {
@@ -167,7 +173,6 @@ pub async fn run_with_storage(
     drop(ae);
     drop(repl);
     let flushed = tokio::task::spawn_blocking(move || mark_stopped(storage.as_ref())).await.unwrap_or(Err(StorageError::FlushFailed));
-    served?;
     flushed.map_err(NodeError::Close)?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -299,3 +299,114 @@ async fn a_data_dir_keeps_its_shard_count_and_owner() {
     let err = hearsay::node::open_storage(&cfg).await.err().expect("another node's dir must be refused");
     assert!(err.to_string().contains("belongs to node \"n1\""), "{err}");
 }
+
+/// A raw connection to a test node.
+fn raw(url: &str) -> std::net::TcpStream {
+    std::net::TcpStream::connect(url.trim_start_matches("http://")).unwrap()
+}
+
+/// What `s` reads until the server closes it or `within` passes: (the text,
+/// whether it was closed, how long after `since`).
+fn read_until_closed(
+    s: &mut std::net::TcpStream,
+    since: std::time::Instant,
+    within: std::time::Duration,
+) -> (String, bool, std::time::Duration) {
+    let start = std::time::Instant::now();
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+        if start.elapsed() >= within {
+            break false;
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed, since.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_or_idle_client_is_cut_off_after_the_read_timeout() {
+    use hearsay::api::server::ConnectionLimits;
+    use std::time::Duration;
+    let limits = ConnectionLimits { read_timeout: Duration::from_secs(1), ..ConnectionLimits::default() };
+    let n = TestNode::start(NodeOpts { connections: limits, ..NodeOpts::default() }).await;
+    let url = n.url.clone();
+    let (head, idle, body) = tokio::task::spawn_blocking(move || {
+        let opened = std::time::Instant::now();
+        let mut half_head = raw(&url);
+        half_head.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n").unwrap();
+        let mut idle = raw(&url);
+        let mut slow_body = raw(&url);
+        slow_body.write_all(b"PUT /v1/kv/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc").unwrap();
+        let wait = Duration::from_secs(15);
+        let read = |s: &mut std::net::TcpStream| read_until_closed(s, opened, wait);
+        (read(&mut half_head), read(&mut idle), read(&mut slow_body))
+    })
+    .await
+    .unwrap();
+    for (what, (text, closed, after)) in [("half a request head", &head), ("an idle connection", &idle)] {
+        assert!(*closed && text.is_empty(), "{what} is closed unanswered: closed {closed} after {after:?}, read {text:?}");
+        assert!(*after >= Duration::from_millis(900), "{what} is closed only once the timeout passed, not after {after:?}");
+    }
+    let (text, _, after) = &body;
+    assert!(text.starts_with("HTTP/1.1 408 "), "a body that stops arriving is refused after {after:?}: {text:?}");
+    assert!(text.contains(r#""error":"request_timeout""#), "{text}");
+    let c = n.client();
+    assert_eq!(c.get(b"slow", "").await.unwrap().status, StatusCode::NOT_FOUND, "nothing was stored");
+    let metrics = c.get_path("/metrics").await.unwrap().text();
+    let cut = metrics.lines().find_map(|l| l.strip_prefix("hearsay_http_read_timeouts_total ")).and_then(|v| v.parse::<u64>().ok());
+    assert!(cut >= Some(3), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_answered_503_and_closed() {
+    use hearsay::api::server::ConnectionLimits;
+    use std::time::Duration;
+    const MAX: usize = 4;
+    let limits = ConnectionLimits { max_connections: MAX, ..ConnectionLimits::default() };
+    let n = TestNode::start(NodeOpts { connections: limits, ..NodeOpts::default() }).await;
+    let url = n.url.clone();
+    let (served, refused) = tokio::task::spawn_blocking(move || {
+        // The harness's own client may hold a pooled connection too, so
+        // open more than the limit and sort them by what they hear.
+        let mut conns: Vec<_> = (0..MAX + 3).map(|_| raw(&url)).collect();
+        let mut served = Vec::new();
+        let mut refused = Vec::new();
+        for mut c in conns.drain(..) {
+            match read_until_closed(&mut c, std::time::Instant::now(), Duration::from_secs(2)) {
+                (text, true, _) => refused.push(text),
+                (text, false, _) => {
+                    assert!(text.is_empty(), "an accepted connection hears nothing until it asks: {text:?}");
+                    served.push(c);
+                }
+            }
+        }
+        let (held, refused_count) = (served.len(), refused.len());
+        assert!(held <= MAX && refused_count >= 3, "{held} connections held open, {refused_count} refused");
+        // A slot freed is a slot served.
+        drop(served.pop());
+        std::thread::sleep(Duration::from_millis(200));
+        let mut again = raw(&url);
+        again.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+        let (text, closed, _) = read_until_closed(&mut again, std::time::Instant::now(), Duration::from_secs(10));
+        assert!(closed && text.starts_with("HTTP/1.1 200 "), "{text:?}");
+        (held, refused)
+    })
+    .await
+    .unwrap();
+    for text in &refused {
+        assert!(text.starts_with("HTTP/1.1 503 ") && text.contains("retry-after: 1"), "{text:?}");
+        let body: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(body["error"], "too_many_connections", "{text}");
+    }
+    assert!(served >= 1, "the limit leaves room for connections");
+    let metrics = n.client().get_path("/metrics").await.unwrap().text();
+    let count = metrics.lines().find_map(|l| l.strip_prefix("hearsay_http_connections_refused_total ")).and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(count, Some(refused.len() as u64), "{metrics}");
+}

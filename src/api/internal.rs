@@ -33,7 +33,7 @@ async fn accept_from<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(T, Option<String>), ApiError> {
-    let body = read_limited(body, headers, st.max_internal_bytes).await?;
+    let body = read_limited(st, body, headers, st.max_internal_bytes).await?;
     let mut signer = None;
     if let Some(key) = &st.mac {
         let refused = |e: crate::rpc::mac::AuthError| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());

@@ -44,12 +44,22 @@ fn written(outcome: WriteOutcome, created_status: StatusCode) -> Response {
 
 /// Reads a request body of at most `max` bytes: a declared length over the
 /// limit is refused before reading, and the read itself stops at the limit.
-pub async fn read_limited(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
+/// A body that has not all arrived within the read timeout is refused
+/// (`408`), so a client sending slowly cannot hold the request forever.
+pub async fn read_limited(st: &AppState, body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(ApiError::too_large(declared, max));
     }
-    match http_body_util::Limited::new(body, max).collect().await {
+    let Ok(read) = tokio::time::timeout(st.read_timeout, http_body_util::Limited::new(body, max).collect()).await else {
+        st.metrics.http_read_timeouts.inc();
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request body did not arrive within {} s (--read-timeout-secs)", st.read_timeout.as_secs_f64()),
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(None, max)),
         Err(e) => Err(ApiError::bad_request(format!("reading the request body failed: {e}"))),
@@ -64,7 +74,7 @@ pub async fn put(State(st): State<AppState>, request: Request) -> Result<Respons
     let query = Query::parse(parts.uri.query(), &["w"])?;
     let w = query.consistency("w")?;
     let pre = if_match(&parts.headers)?;
-    let value = read_limited(body, &parts.headers, st.max_value_bytes).await?;
+    let value = read_limited(&st, body, &parts.headers, st.max_value_bytes).await?;
     let outcome = st.repl.write(key, Some(value), pre, w).await?;
     Ok(written(outcome, StatusCode::CREATED))
 }

@@ -8,6 +8,7 @@ pub mod internal;
 pub mod kv;
 pub mod params;
 pub mod repair;
+pub mod server;
 
 use crate::metrics::{HttpLabels, Metrics};
 use crate::replication::Replication;
@@ -51,6 +52,8 @@ pub struct Shared {
     pub max_value_bytes: usize,
     /// Largest peer request body (a batch of records).
     pub max_internal_bytes: usize,
+    /// How long a request body may take to arrive (`--read-timeout-secs`).
+    pub read_timeout: std::time::Duration,
     /// `None` only under `--insecure`.
     pub mac: Option<Arc<MacKey>>,
     /// Peers' clock offsets and this node's verdict on its own clock.

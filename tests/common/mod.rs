@@ -39,6 +39,7 @@ pub struct NodeOpts {
     pub gossip: hearsay::gossip::SwimConfig,
     /// The node's wall clock; the system clock when `None`.
     pub clock: Option<Arc<dyn hearsay::clock::Clock>>,
+    pub connections: hearsay::api::server::ConnectionLimits,
 }
 
 impl Default for NodeOpts {
@@ -62,6 +63,7 @@ impl Default for NodeOpts {
             gossip: hearsay::gossip::SwimConfig::default(),
             max_clock_drift: Duration::from_millis(hearsay::clock::DEFAULT_MAX_DRIFT_MS),
             clock: None,
+            connections: hearsay::api::server::ConnectionLimits::default(),
         }
     }
 }
@@ -150,6 +152,7 @@ impl TestNode {
         c.handoff_every = self.opts.handoff_every;
         c.max_clock_drift = self.opts.max_clock_drift;
         c.gossip = self.opts.gossip.clone();
+        c.connections = self.opts.connections;
         if let Some(net) = &self.opts.net {
             c.links = Links(net.clone());
         }

@@ -1,0 +1,175 @@
+//! The HTTP listener every route is served on: it accepts connections up to
+//! `--max-connections`, closes a connection that has not sent a whole
+//! request head within `--read-timeout-secs` (a slow client, or a
+//! keep-alive connection left idle that long), and shuts down gracefully:
+//! no new connections, requests in flight finish. The same timeout bounds
+//! reading a request's body ([`crate::api::kv::read_limited`]).
+//!
+//! Why not `axum::serve`: it has no connection bound and builds its hyper
+//! connections without a timer, so no read timeout applies. A client that
+//! opened connections and sent half a request head held each one forever,
+//! and enough of them used up the node's file descriptors, peers' traffic
+//! included.
+
+use crate::metrics::Metrics;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// How many connections a node serves at once, and how long a client may
+/// take to send a request head, or its body, or may leave a connection idle.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub read_timeout: Duration,
+}
+
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Longer than the idle time after which hearsay's own clients drop a
+/// pooled connection ([`crate::client::POOL_IDLE`]), so the server never
+/// closes one they are about to reuse.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits { max_connections: DEFAULT_MAX_CONNECTIONS, read_timeout: DEFAULT_READ_TIMEOUT }
+    }
+}
+
+/// Connections past the bound that are being answered `503` at once; past
+/// this many too, a connection is closed unanswered, so refusing costs
+/// bounded descriptors and tasks however fast connections come.
+const REFUSALS_IN_FLIGHT: usize = 64;
+/// How long a refusal may take to write its answer and read what the client
+/// sent (read, so closing does not reset the connection before the client
+/// has the answer).
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(1);
+const REFUSAL_READ_MAX: usize = 64 << 10;
+
+/// Serves `router` on `listener` until `shutdown` resolves, then waits for
+/// the open connections to finish their requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    on_accept_error(e).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics.http_connections_refused.inc();
+            if let Ok(refusing) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream, limits.max_connections).await;
+                    drop(refusing);
+                });
+            }
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let metrics = metrics.clone();
+        metrics.http_connections.inc();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                if e.is_timeout() {
+                    metrics.http_read_timeouts.inc();
+                }
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            metrics.http_connections.dec();
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// As `axum::serve` does: a failed handshake is the client's business; any
+/// other error (out of file descriptors, say) is logged, and accepting
+/// pauses a moment rather than spinning.
+async fn on_accept_error(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// The answer to a connection past the bound: a JSON `503` like every other
+/// error, then close.
+fn refusal(max_connections: usize) -> String {
+    let body = format!(
+        r#"{{"error":"too_many_connections","message":"this node is serving its limit of {max_connections} connections (--max-connections); retry shortly"}}"#
+    );
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+async fn refuse(mut stream: TcpStream, max_connections: usize) {
+    let answer = async {
+        stream.write_all(refusal(max_connections).as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut read = 0;
+        while read < REFUSAL_READ_MAX {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_DEADLINE, answer).await;
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux); `None`
+/// where that does not say, or says `unlimited`.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_a_whole_http_response_with_a_json_error() {
+        let text = refusal(7);
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        let length: usize = head.lines().find_map(|l| l.strip_prefix("content-length: ")).unwrap().parse().unwrap();
+        assert_eq!(length, body.len());
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"], "too_many_connections");
+        assert!(json["message"].as_str().unwrap().contains("7 connections"));
+    }
+}
