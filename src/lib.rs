@@ -12,7 +12,7 @@
 //! - [`rpc`]       peer messages, their codec, request MACs, the peer client
 //! - [`replication`] the coordinator: direct mail, w/r levels, read repair, retry buffer, cluster-wide listing
 //! - [`repair`]    anti-entropy: Merkle exchange, closed-loop ring runs, schedule, bandwidth limit, tombstone purge, hand-off
-//! - [`api`]       public, admin and internal HTTP routes, JSON errors, request metrics
+//! - [`api`]       public, admin and internal HTTP routes, JSON errors, request metrics, the connection-bounded listener
 //! - [`metrics`]   the Prometheus registry and metric families
 //! - [`config`]    a node's settings
 //! - [`node`]      wiring and running one node until shutdown

@@ -410,3 +410,24 @@ async fn connections_past_the_limit_are_answered_503_and_closed() {
     let count = metrics.lines().find_map(|l| l.strip_prefix("hearsay_http_connections_refused_total ")).and_then(|v| v.parse::<u64>().ok());
     assert_eq!(count, Some(refused.len() as u64), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_does_not_hold_up_a_shutdown() {
+    use hearsay::api::server::{ConnectionLimits, DRAIN_DEADLINE};
+    use std::time::{Duration, Instant};
+    let limits = ConnectionLimits { read_timeout: Duration::from_secs(120), ..ConnectionLimits::default() };
+    let mut n = TestNode::start(NodeOpts { connections: limits, ..NodeOpts::default() }).await;
+    let c = n.client();
+    assert!(c.put(b"kept", "v", "").await.unwrap().status.is_success());
+    let (mut half_head, mut slow_body) = (raw(&n.url), raw(&n.url));
+    half_head.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n").unwrap();
+    slow_body.write_all(b"PUT /v1/kv/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    n.stop().await;
+    let took = start.elapsed();
+    assert!(took < DRAIN_DEADLINE + Duration::from_secs(10), "the stop waited {took:?} on clients with 120 s to go");
+    n.start_again().await;
+    assert_eq!(c.get(b"kept", "").await.unwrap().text(), "v");
+    assert_eq!(c.get(b"slow", "").await.unwrap().status, StatusCode::NOT_FOUND, "the cut-off body stored nothing");
+}

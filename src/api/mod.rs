@@ -1,6 +1,8 @@
 //! The public and admin HTTP API (DESIGN.md §9): the router, the shared
 //! handler state, and two layers every route passes through: request metrics
-//! and JSON errors (so even axum's own rejections answer in JSON).
+//! and JSON errors (so even axum's own rejections answer in JSON). The
+//! listener they are served on, with its connection bound and read
+//! timeout, is [`server`].
 
 pub mod admin;
 pub mod error;

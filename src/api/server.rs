@@ -2,8 +2,9 @@
 //! `--max-connections`, closes a connection that has not sent a whole
 //! request head within `--read-timeout-secs` (a slow client, or a
 //! keep-alive connection left idle that long), and shuts down gracefully:
-//! no new connections, requests in flight finish. The same timeout bounds
-//! reading a request's body ([`crate::api::kv::read_limited`]).
+//! no new connections, and requests in flight get [`DRAIN_DEADLINE`] to
+//! finish. The same timeout bounds reading a request's body
+//! ([`crate::api::kv::read_limited`]).
 //!
 //! Why not `axum::serve`: it has no connection bound and builds its hyper
 //! connections without a timer, so no read timeout applies. A client that
@@ -51,9 +52,15 @@ const REFUSALS_IN_FLIGHT: usize = 64;
 /// has the answer).
 const REFUSAL_DEADLINE: Duration = Duration::from_secs(1);
 const REFUSAL_READ_MAX: usize = 64 << 10;
+/// How long a shutdown waits for requests in flight before it closes their
+/// connections: longer than a request waits for its replicas (2 s by
+/// default), and short enough that the node still stops cleanly within
+/// the 10 s Docker allows before it kills a container.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Serves `router` on `listener` until `shutdown` resolves, then waits for
-/// the open connections to finish their requests.
+/// Serves `router` on `listener` until `shutdown` resolves, then gives the
+/// open connections [`DRAIN_DEADLINE`] to finish their requests, and closes
+/// those still open (a client sending a body slowly, say).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -64,6 +71,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.read_timeout);
     tokio::pin!(shutdown);
@@ -89,23 +97,45 @@ pub async fn serve(
             }
             continue;
         };
+        while connections.try_join_next().is_some() {}
         let service = TowerToHyperService::new(router.clone());
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        let metrics = metrics.clone();
-        metrics.http_connections.inc();
-        tokio::spawn(async move {
+        let open = Open::new(metrics.clone(), slot);
+        connections.spawn(async move {
             if let Err(e) = conn.await {
                 if e.is_timeout() {
-                    metrics.http_read_timeouts.inc();
+                    open.metrics.http_read_timeouts.inc();
                 }
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            metrics.http_connections.dec();
-            drop(slot);
+            drop(open);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown()).await.is_err() {
+        tracing::warn!(open = connections.len(), "closing the connections still open {DRAIN_DEADLINE:?} after shutdown began");
+    }
+    connections.shutdown().await;
+}
+
+/// A connection being served: holds its slot, and is counted in
+/// `hearsay_http_connections`, until it ends or is aborted at shutdown.
+struct Open {
+    metrics: Arc<Metrics>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Open {
+    fn new(metrics: Arc<Metrics>, slot: tokio::sync::OwnedSemaphorePermit) -> Open {
+        metrics.http_connections.inc();
+        Open { metrics, _slot: slot }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.metrics.http_connections.dec();
+    }
 }
 
 /// As `axum::serve` does: a failed handshake is the client's business; any
