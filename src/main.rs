@@ -327,6 +327,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         connections: hearsay::api::server::ConnectionLimits {
             max_connections: args.max_connections as usize,
             read_timeout: Duration::from_secs(args.read_timeout_secs),
+            ..hearsay::api::server::ConnectionLimits::default()
         },
         ..NodeConfig::new(node_id, args.data_dir)
     };

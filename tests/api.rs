@@ -369,20 +369,25 @@ async fn connections_past_the_limit_are_answered_503_and_closed() {
     use hearsay::api::server::ConnectionLimits;
     use std::time::Duration;
     const MAX: usize = 4;
-    let limits = ConnectionLimits { max_connections: MAX, ..ConnectionLimits::default() };
+    // No connections kept for peers: this is about the hard limit.
+    let limits = ConnectionLimits { max_connections: MAX, peer_reserve: 0, ..ConnectionLimits::default() };
     let n = TestNode::start(NodeOpts { connections: limits, ..NodeOpts::default() }).await;
     let url = n.url.clone();
     let (served, refused) = tokio::task::spawn_blocking(move || {
         // The harness's own client may hold a pooled connection too, so
-        // open more than the limit and sort them by what they hear.
+        // open more than the limit, ask on each, and sort them by the
+        // answer: served ones stay open (keep-alive), refused ones close.
         let mut conns: Vec<_> = (0..MAX + 3).map(|_| raw(&url)).collect();
+        for c in &mut conns {
+            c.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        }
         let mut served = Vec::new();
         let mut refused = Vec::new();
         for mut c in conns.drain(..) {
-            match read_until_closed(&mut c, std::time::Instant::now(), Duration::from_secs(2)) {
+            match read_until_closed(&mut c, std::time::Instant::now(), Duration::from_secs(3)) {
                 (text, true, _) => refused.push(text),
                 (text, false, _) => {
-                    assert!(text.is_empty(), "an accepted connection hears nothing until it asks: {text:?}");
+                    assert!(text.starts_with("HTTP/1.1 200 "), "a connection within the limit is served: {text:?}");
                     served.push(c);
                 }
             }
@@ -430,4 +435,29 @@ async fn a_slow_client_does_not_hold_up_a_shutdown() {
     n.start_again().await;
     assert_eq!(c.get(b"kept", "").await.unwrap().text(), "v");
     assert_eq!(c.get(b"slow", "").await.unwrap().status, StatusCode::NOT_FOUND, "the cut-off body stored nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_served_past_the_client_connection_limit() {
+    use hearsay::api::server::ConnectionLimits;
+    const MAX: usize = 2;
+    let limits = ConnectionLimits { max_connections: MAX, peer_reserve: 8, ..ConnectionLimits::default() };
+    let n = TestNode::start(NodeOpts { connections: limits, ..NodeOpts::default() }).await;
+    assert!(n.client().put(b"k", "v", "").await.unwrap().status.is_success());
+    // Clients, each on a connection of its own and kept open, until one is
+    // refused: the client slots are full then, whatever else held one.
+    let mut clients = Vec::new();
+    let refused = loop {
+        assert!(clients.len() <= MAX + 1, "{} clients served with a limit of {MAX}", clients.len());
+        let client = Client::new(&n.url).unwrap();
+        let r = client.get(b"k", "").await.unwrap();
+        if r.status != StatusCode::OK {
+            break r;
+        }
+        clients.push(client);
+    };
+    assert_json_error(&refused, StatusCode::SERVICE_UNAVAILABLE, "too_many_connections");
+    let peer = Client::new(&n.url).unwrap();
+    let read = common::peer_send(&peer, hearsay::rpc::PATH_READ, &hearsay::rpc::ReadRequest { key: b"k".to_vec().into() }).await;
+    assert_eq!(read.status, StatusCode::OK, "a peer is served past the client limit: {}", read.text());
 }

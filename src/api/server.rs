@@ -1,5 +1,7 @@
 //! The HTTP listener every route is served on: it accepts connections up to
-//! `--max-connections`, closes a connection that has not sent a whole
+//! `--max-connections`, and past that keeps [`DEFAULT_PEER_RESERVE`] more
+//! for peer requests alone, so a flood of clients cannot cut a node off
+//! from its peers' mail, gossip and repair. It closes a connection that has not sent a whole
 //! request head within `--read-timeout-secs` (a slow client, or a
 //! keep-alive connection left idle that long), and shuts down gracefully:
 //! no new connections, and requests in flight get [`DRAIN_DEADLINE`] to
@@ -12,7 +14,12 @@
 //! and enough of them used up the node's file descriptors, peers' traffic
 //! included.
 
+use crate::api::error::ApiError;
 use crate::metrics::Metrics;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -28,10 +35,16 @@ use tokio::sync::Semaphore;
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
     pub max_connections: usize,
+    /// Connections past `max_connections` that serve only `/internal/...`
+    /// (peer) requests.
+    pub peer_reserve: usize,
     pub read_timeout: Duration,
 }
 
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Each peer keeps a few pooled connections to a node, more while mail,
+/// repair and gossip run at once; 256 covers dozens of peers.
+pub const DEFAULT_PEER_RESERVE: usize = 256;
 /// Longer than the idle time after which hearsay's own clients drop a
 /// pooled connection ([`crate::client::POOL_IDLE`]), so the server never
 /// closes one they are about to reuse.
@@ -39,7 +52,11 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
-        ConnectionLimits { max_connections: DEFAULT_MAX_CONNECTIONS, read_timeout: DEFAULT_READ_TIMEOUT }
+        ConnectionLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            peer_reserve: DEFAULT_PEER_RESERVE,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+        }
     }
 }
 
@@ -47,9 +64,8 @@ impl Default for ConnectionLimits {
 /// this many too, a connection is closed unanswered, so refusing costs
 /// bounded descriptors and tasks however fast connections come.
 const REFUSALS_IN_FLIGHT: usize = 64;
-/// How long a refusal may take to write its answer and read what the client
-/// sent (read, so closing does not reset the connection before the client
-/// has the answer).
+/// How long a refusal may take to read the request head, answer it, and
+/// read what else the client sent.
 const REFUSAL_DEADLINE: Duration = Duration::from_secs(1);
 const REFUSAL_READ_MAX: usize = 64 << 10;
 /// How long a shutdown waits for requests in flight before it closes their
@@ -69,6 +85,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let reserve = Arc::new(Semaphore::new(limits.peer_reserve));
+    let peers_only = router.clone().layer(axum::middleware::from_fn_with_state((limits.max_connections, metrics.clone()), peers_only));
     let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut connections = tokio::task::JoinSet::new();
@@ -87,7 +105,11 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let taken = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Ok((slot, &router)),
+            Err(_) => reserve.clone().try_acquire_owned().map(|slot| (slot, &peers_only)),
+        };
+        let Ok((slot, service)) = taken else {
             metrics.http_connections_refused.inc();
             if let Ok(refusing) = refusals.clone().try_acquire_owned() {
                 tokio::spawn(async move {
@@ -98,7 +120,7 @@ pub async fn serve(
             continue;
         };
         while connections.try_join_next().is_some() {}
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(service.clone());
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         let open = Open::new(metrics.clone(), slot);
         connections.spawn(async move {
@@ -116,6 +138,25 @@ pub async fn serve(
         tracing::warn!(open = connections.len(), "closing the connections still open {DRAIN_DEADLINE:?} after shutdown began");
     }
     connections.shutdown().await;
+}
+
+/// On a connection past `--max-connections`, kept for peers: a request
+/// that is not a peer's is refused as the connection itself would have been.
+async fn peers_only(State((max_connections, metrics)): State<(usize, Arc<Metrics>)>, request: Request, next: Next) -> Response {
+    if request.uri().path().starts_with("/internal/") {
+        return next.run(request).await;
+    }
+    metrics.http_connections_refused.inc();
+    let mut refused =
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, TOO_MANY_CONNECTIONS, too_many_connections(max_connections)).into_response();
+    refused.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    refused
+}
+
+const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
+
+fn too_many_connections(max_connections: usize) -> String {
+    format!("this node is serving its limit of {max_connections} connections (--max-connections); retry shortly")
 }
 
 /// A connection being served: holds its slot, and is counted in
@@ -153,23 +194,34 @@ async fn on_accept_error(e: std::io::Error) {
 /// The answer to a connection past the bound: a JSON `503` like every other
 /// error, then close.
 fn refusal(max_connections: usize) -> String {
-    let body = format!(
-        r#"{{"error":"too_many_connections","message":"this node is serving its limit of {max_connections} connections (--max-connections); retry shortly"}}"#
-    );
+    let body = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, TOO_MANY_CONNECTIONS, too_many_connections(max_connections)).body();
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
 }
 
+/// Answers the request, not the connection: an HTTP client takes an answer
+/// that came before its request for a broken connection. A client that has
+/// not sent a whole head by the deadline is closed unanswered.
 async fn refuse(mut stream: TcpStream, max_connections: usize) {
     let answer = async {
+        let mut buf = [0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await? {
+                0 => return Ok(()),
+                n if head.len() + n > REFUSAL_READ_MAX => return Ok(()),
+                n => head.extend_from_slice(&buf[..n]),
+            }
+        }
         stream.write_all(refusal(max_connections).as_bytes()).await?;
         stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        let mut read = 0;
+        // Read what else it sent (a body), so closing does not reset the
+        // connection before the client has read the answer.
+        let mut read = head.len();
         while read < REFUSAL_READ_MAX {
-            match stream.read(&mut sink).await? {
+            match stream.read(&mut buf).await? {
                 0 => break,
                 n => read += n,
             }
