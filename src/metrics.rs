@@ -211,7 +211,7 @@ impl Metrics {
         registry.register("http_connections", "HTTP connections open (clients and peers)", http_connections.clone());
         registry.register(
             "http_connections_refused",
-            "Connections answered 503 and closed (or just closed) because --max-connections were open",
+            "Connections refused because --max-connections were open and the peers' reserve was full (answered 503, or closed unanswered), and client requests refused (503) on connections kept for peers",
             http_connections_refused.clone(),
         );
         registry.register(
