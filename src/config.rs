@@ -88,7 +88,8 @@ pub struct NodeConfig {
     pub handoff_every: Option<Duration>,
     /// The gossip failure detector's timings (DESIGN.md §6 defaults).
     pub gossip: crate::gossip::SwimConfig,
-    /// Open connections and how long a request head may take to arrive.
+    /// How many connections are served, and how long a client may take to
+    /// send a request or leave a connection idle.
     pub connections: crate::api::server::ConnectionLimits,
 }
 

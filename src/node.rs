@@ -153,14 +153,6 @@ pub async fn run_with_storage(
         clocks,
     });
     tracing::info!(node = %config.node_id, addr = ?listener.local_addr().ok(), data_dir = %dir, shards = storage.shard_count(), sync = ?config.sync, "serving");
-    let wanted = (config.connections.max_connections + config.connections.peer_reserve) as u64 + 256;
-    if let Some(limit) = crate::api::server::open_files_limit().filter(|l| *l < wanted) {
-        tracing::warn!(
-            open_files_limit = limit,
-            max_connections = config.connections.max_connections,
-            "the open-file limit is below --max-connections, plus the connections kept for peers, plus what storage and this node's own requests need (about 256): raise it (ulimit -n) or lower --max-connections, or connections past it fail to open"
-        );
-    }
     crate::api::server::serve(listener, api::router(state), config.connections, metrics.clone(), shutdown).await;
 
     let _ = stop_tx.send(true);

@@ -84,6 +84,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
+    warn_if_open_files_short(&limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let reserve = Arc::new(Semaphore::new(limits.peer_reserve));
     let peers_only = router.clone().layer(axum::middleware::from_fn_with_state((limits.max_connections, metrics.clone()), peers_only));
@@ -231,9 +232,22 @@ async fn refuse(mut stream: TcpStream, max_connections: usize) {
     let _ = tokio::time::timeout(REFUSAL_DEADLINE, answer).await;
 }
 
+/// Warns when the process may not open as many files as `limits` let
+/// connections take, plus what storage and the node's own requests need.
+fn warn_if_open_files_short(limits: &ConnectionLimits) {
+    let wanted = (limits.max_connections + limits.peer_reserve) as u64 + 256;
+    if let Some(limit) = open_files_limit().filter(|l| *l < wanted) {
+        tracing::warn!(
+            open_files_limit = limit,
+            max_connections = limits.max_connections,
+            "the open-file limit is below --max-connections, plus the connections kept for peers, plus what storage and this node's own requests need (about 256): raise it (ulimit -n) or lower --max-connections, or connections past it fail to open"
+        );
+    }
+}
+
 /// The soft limit on open files, from `/proc/self/limits` (Linux); `None`
 /// where that does not say, or says `unlimited`.
-pub fn open_files_limit() -> Option<u64> {
+fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
