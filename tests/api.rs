@@ -230,7 +230,7 @@ async fn bad_input_is_refused_with_json_and_changes_nothing() {
 /// Sends a chunked PUT of `len` bytes on a raw socket and returns the response head and body.
 fn chunked_put(url: &str, path: &str, len: usize) -> String {
     let addr = url.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut s = raw(url);
     s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     // Read while writing: the server answers 413 mid-body and closes, and a
     // reset would discard a response nobody had read yet.
