@@ -122,6 +122,22 @@ async fn if_match_is_compare_and_set() {
 }
 
 #[tokio::test]
+async fn if_none_match_star_creates_only() {
+    let n = node().await;
+    let c = n.client();
+    let create = |v: &'static str| c.send(Method::PUT, "/v1/kv/once", &[("if-none-match", "*")], Bytes::from(v));
+    assert_eq!(create("first").await.unwrap().status, StatusCode::CREATED);
+    // The key exists now: a second create is refused and changes nothing.
+    let r = create("second").await.unwrap();
+    assert_json_error(&r, StatusCode::PRECONDITION_FAILED, "precondition_failed");
+    assert_eq!(&c.get(b"once", "").await.unwrap().body[..], b"first");
+    // A deleted key is absent again, as it reads 404.
+    assert_eq!(c.delete(b"once", "").await.unwrap().status, StatusCode::NO_CONTENT);
+    assert_eq!(create("third").await.unwrap().status, StatusCode::CREATED);
+    assert_eq!(&c.get(b"once", "").await.unwrap().body[..], b"third");
+}
+
+#[tokio::test]
 async fn list_pages_through_keys_in_order() {
     let n = node().await;
     let c = n.client();
@@ -179,6 +195,27 @@ async fn bad_input_is_refused_with_json_and_changes_nothing() {
         (Method::PUT, "/v1/kv/k?W=all".into(), vec![], Bytes::from("v"), StatusCode::BAD_REQUEST, "bad_request"),
         (Method::DELETE, "/v1/kv/existing?w=".into(), vec![], Bytes::new(), StatusCode::BAD_REQUEST, "bad_request"),
         (Method::GET, "/v1/kv/existing?r=two".into(), vec![], Bytes::new(), StatusCode::BAD_REQUEST, "bad_request"),
+        (Method::PUT, "/v1/kv/existing?w=one&w=all".into(), vec![], Bytes::from("v"), StatusCode::BAD_REQUEST, "bad_request"),
+        (Method::DELETE, "/v1/kv/existing?w=one&w=one".into(), vec![], Bytes::new(), StatusCode::BAD_REQUEST, "bad_request"),
+        (Method::GET, "/v1/kv?prefix=a&limit=5&prefix=b".into(), vec![], Bytes::new(), StatusCode::BAD_REQUEST, "bad_request"),
+        (Method::PUT, "/v1/kv/existing".into(), vec![("if-none-match", "\"x\"")], Bytes::from("v"), StatusCode::BAD_REQUEST, "bad_request"),
+        (Method::DELETE, "/v1/kv/existing".into(), vec![("if-none-match", "*")], Bytes::new(), StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            Method::PUT,
+            "/v1/kv/existing".into(),
+            vec![("if-match", "*"), ("if-none-match", "*")],
+            Bytes::from("v"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/existing".into(),
+            vec![("if-none-match", "*")],
+            Bytes::from("v"),
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+        ),
         (
             Method::PUT,
             "/v1/kv/existing".into(),

@@ -389,3 +389,40 @@ async fn a_refusing_replica_and_its_reason_are_in_the_503() {
     let ok = cluster.client(0).put(b"accepted", "v", "w=quorum").await.unwrap();
     assert!(ok.status.is_success(), "{}", ok.text());
 }
+
+/// A coordinator that holds no replica of a key checks `If-Match` and
+/// `If-None-Match` against what a replica answers, and a refused write
+/// reaches no replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_hold_on_a_coordinator_that_is_not_a_replica() {
+    let cluster = TestCluster::start(4, NodeOpts { rf: 2, ..opts() }).await;
+    let shards = cluster.client(0).get_path("/admin/shards").await.unwrap().json();
+    let count = shards["shard_count"].as_u64().unwrap() as u32;
+    let elsewhere = |key: &str| {
+        let shard = hearsay::types::shard_of(key.as_bytes(), count).0 as usize;
+        !shards["shards"][shard]["replicas"].as_array().unwrap().iter().any(|r| r == "n1")
+    };
+    let key = (0..).map(|i| format!("cond/{i}")).find(|k| elsewhere(k)).unwrap();
+    let path = format!("/v1/kv/{key}?w=all");
+    let (n1, n2) = (cluster.client(0), cluster.client(1));
+    let send = |headers: Vec<(&'static str, String)>, body: &'static str| {
+        let path = path.clone();
+        let n1 = n1.clone();
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            n1.send(Method::PUT, &path, &headers, Bytes::from(body)).await.unwrap()
+        }
+    };
+    assert_eq!(send(vec![("if-match", "*".into())], "no").await.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(value_on(&n2, &key).await, None, "a refused write reached no replica");
+    let created = send(vec![("if-none-match", "*".into())], "first").await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let r = send(vec![("if-none-match", "*".into())], "again").await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.text());
+    let tag = created.header("etag").unwrap().to_string();
+    assert_eq!(send(vec![("if-match", tag.clone())], "second").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(send(vec![("if-match", tag)], "stale").await.status, StatusCode::PRECONDITION_FAILED);
+    for n in 0..4 {
+        assert_eq!(value_on(&cluster.client(n), &key).await.as_deref(), Some("second"), "on n{}", n + 1);
+    }
+}

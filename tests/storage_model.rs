@@ -111,6 +111,7 @@ impl Model {
             Precondition::None => true,
             Precondition::Exists => live.is_some(),
             Precondition::VersionIs(v) => live.is_some_and(|r| r.version == v),
+            Precondition::Absent => live.is_none(),
         };
         if !holds {
             return Applied::PreconditionFailed { current };
@@ -158,6 +159,7 @@ fn precondition(code: u8, model: &Model, key: &[u8]) -> Precondition {
             None => Precondition::VersionIs(Version { hlc: 1, node: 1 }),
         },
         2 => Precondition::VersionIs(Version { hlc: 3, node: 1 }),
+        3 => Precondition::Absent,
         _ => Precondition::None,
     }
 }

@@ -1,9 +1,9 @@
 //! `/v1/kv/...`: PUT, GET, DELETE of one key and the paged key listing.
-//! Handlers check every input (key, query, If-Match, body size) before the
+//! Handlers check every input (key, query, conditional headers, body size) before the
 //! store is touched, so a refused request changes nothing.
 
 use super::error::ApiError;
-use super::params::{if_match, Query};
+use super::params::{precondition, Query};
 use super::AppState;
 use crate::replication::WriteOutcome;
 use crate::types::{encode_key_bytes, Key, MAX_KEY_LEN};
@@ -73,7 +73,7 @@ pub async fn put(State(st): State<AppState>, request: Request) -> Result<Respons
     let key = key_from(&parts.uri)?;
     let query = Query::parse(parts.uri.query(), &["w"])?;
     let w = query.consistency("w")?;
-    let pre = if_match(&parts.headers)?;
+    let pre = precondition(&parts.headers, true)?;
     let value = read_limited(&st, body, &parts.headers, st.max_value_bytes).await?;
     let outcome = st.repl.write(key, Some(value), pre, w).await?;
     Ok(written(outcome, StatusCode::CREATED))
@@ -83,7 +83,7 @@ pub async fn delete(State(st): State<AppState>, uri: Uri, headers: HeaderMap) ->
     let key = key_from(&uri)?;
     let query = Query::parse(uri.query(), &["w"])?;
     let w = query.consistency("w")?;
-    let pre = if_match(&headers)?;
+    let pre = precondition(&headers, false)?;
     let outcome = st.repl.write(key, None, pre, w).await?;
     Ok(written(outcome, StatusCode::NO_CONTENT))
 }

@@ -1,10 +1,11 @@
 //! Strict parsing of request inputs the router leaves raw: query strings
-//! (percent-decoded to bytes, unknown names refused) and `If-Match`.
+//! (percent-decoded to bytes, unknown or repeated names refused) and the
+//! conditional headers `If-Match` and `If-None-Match`.
 
 use super::error::ApiError;
 use crate::storage::Precondition;
 use crate::types::{decode_percent, Consistency, MAX_KEY_LEN};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 
 /// Decoded query parameters of one request.
 pub struct Query(Vec<(String, Vec<u8>)>);
@@ -23,6 +24,10 @@ impl Query {
                     allowed.join(", ")
                 )));
             }
+            if out.iter().any(|(seen, _)| seen == name) {
+                // `?w=one&w=all` has no one meaning: refuse it rather than pick one.
+                return Err(ApiError::bad_request(format!("query parameter {name} is given more than once")));
+            }
             if value.len() > 3 * MAX_KEY_LEN {
                 return Err(ApiError::bad_request(format!("query parameter {name} is too long")));
             }
@@ -33,7 +38,7 @@ impl Query {
     }
 
     pub fn bytes(&self, name: &str) -> Option<&[u8]> {
-        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
     }
 
     pub fn text(&self, name: &str) -> Result<Option<&str>, ApiError> {
@@ -55,13 +60,33 @@ impl Query {
     }
 }
 
-/// `If-Match: *` or `If-Match: "<version>"` (one entity tag) → a precondition.
-pub fn if_match(headers: &HeaderMap) -> Result<Precondition, ApiError> {
-    let Some(raw) = headers.get(header::IF_MATCH) else { return Ok(Precondition::None) };
-    let text = raw.to_str().map_err(|_| ApiError::bad_request("If-Match is not ASCII"))?.trim();
-    if text == "*" {
-        return Ok(Precondition::Exists);
+/// The write's precondition from its conditional headers:
+/// - `If-Match: *`: the key must exist;
+/// - `If-Match: "<version>"` (one entity tag): it must be at that version;
+/// - `If-None-Match: *`: it must not exist (create only), where `absent_ok`:
+///   a DELETE that may only delete nothing is a mistake, not a request.
+///
+/// Both headers at once, or `If-None-Match` with a tag, is refused rather
+/// than half honoured.
+pub fn precondition(headers: &HeaderMap, absent_ok: bool) -> Result<Precondition, ApiError> {
+    let text = |name: &str, raw: &HeaderValue| -> Result<String, ApiError> {
+        Ok(raw.to_str().map_err(|_| ApiError::bad_request(format!("{name} is not ASCII")))?.trim().to_string())
+    };
+    match (headers.get(header::IF_MATCH), headers.get(header::IF_NONE_MATCH)) {
+        (None, None) => Ok(Precondition::None),
+        (Some(_), Some(_)) => Err(ApiError::bad_request("send If-Match or If-None-Match, not both")),
+        (Some(raw), None) => {
+            let text = text("If-Match", raw)?;
+            if text == "*" {
+                return Ok(Precondition::Exists);
+            }
+            let tag = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(&text);
+            Ok(Precondition::VersionIs(tag.parse()?))
+        }
+        (None, Some(raw)) => match text("If-None-Match", raw)?.as_str() {
+            "*" if absent_ok => Ok(Precondition::Absent),
+            "*" => Err(ApiError::bad_request("If-None-Match: * is for PUT (create only); a DELETE takes If-Match")),
+            _ => Err(ApiError::bad_request("If-None-Match takes only * (create only); to compare versions use If-Match")),
+        },
     }
-    let tag = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
-    Ok(Precondition::VersionIs(tag.parse()?))
 }

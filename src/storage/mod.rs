@@ -47,6 +47,9 @@ pub enum Precondition {
     Exists,
     /// The key must hold a live value with exactly this version (`If-Match: "<etag>"`).
     VersionIs(Version),
+    /// The key must not hold a live value: create only (HTTP `If-None-Match: *`).
+    /// A tombstone counts as absent, as a deleted key reads as 404.
+    Absent,
 }
 
 impl Precondition {
@@ -56,6 +59,7 @@ impl Precondition {
             Precondition::None => true,
             Precondition::Exists => live.is_some(),
             Precondition::VersionIs(v) => live.is_some_and(|r| r.version == *v),
+            Precondition::Absent => live.is_none(),
         }
     }
 }
