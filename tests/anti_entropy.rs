@@ -268,7 +268,7 @@ async fn admin_trigger_progress_history_cancel_conflict_and_schedule() {
     assert_eq!(hist[1]["id"], id.as_str());
 
     // Bad requests are refused.
-    for body in [r#"{"mode":"sideways"}"#, r#"{"shards":[99]}"#, r#"{"bogus":1}"#, "not json"] {
+    for body in [r#"{"mode":"sideways"}"#, r#"{"shards":[99]}"#, r#"{"shards":[]}"#, r#"{"bogus":1}"#, "not json"] {
         let r = cs[0].send(Method::POST, "/admin/anti-entropy", &[], body.to_string().into()).await.unwrap();
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text());
     }

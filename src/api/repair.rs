@@ -15,7 +15,7 @@ impl From<RepairError> for ApiError {
         match e {
             RepairError::AlreadyRunning(_) => ApiError::new(StatusCode::CONFLICT, "already_running", e.to_string()),
             RepairError::NoSuchRun(_) => ApiError::not_found(e.to_string()),
-            RepairError::NoSuchShard { .. } | RepairError::BadInterval(_) => ApiError::bad_request(e.to_string()),
+            RepairError::NoSuchShard { .. } | RepairError::NoShards | RepairError::BadInterval(_) => ApiError::bad_request(e.to_string()),
             RepairError::Storage(s) => s.into(),
             RepairError::Kv(k) => k.into(),
         }

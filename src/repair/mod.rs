@@ -97,6 +97,10 @@ pub enum RepairError {
     NoSuchRun(String),
     #[error("shard {shard} does not exist (the cluster has {shards})")]
     NoSuchShard { shard: u32, shards: u32 },
+    /// `{"shards": []}`: most likely a script's empty selection, and a run
+    /// over nothing would report "completed" having checked nothing.
+    #[error("shards is empty: omit it to run over every shard this node holds")]
+    NoShards,
     #[error("interval_secs must be 10..=604800, got {0}")]
     BadInterval(u64),
     #[error(transparent)]
@@ -175,6 +179,9 @@ impl AntiEntropy {
         let placement = self.repl.membership.placement();
         let mine: Vec<u32> = match requested {
             Some(list) => {
+                if list.is_empty() {
+                    return Err(RepairError::NoShards);
+                }
                 if let Some(&bad) = list.iter().find(|s| **s >= shards) {
                     return Err(RepairError::NoSuchShard { shard: bad, shards });
                 }
