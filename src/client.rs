@@ -118,7 +118,7 @@ impl Client {
         }
         let req = req.body(Full::new(body)).map_err(|e| transport(e.to_string()))?;
         let call = async {
-            let resp = self.http.request(req).await.map_err(|e| transport(format!("{e:#}")))?;
+            let resp = self.http.request(req).await.map_err(|e| transport(crate::error_line::error_line(&e)))?;
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.map_err(|e| transport(e.to_string()))?.to_bytes();
             Ok(Response { status: parts.status, headers: parts.headers, body })

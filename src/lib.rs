@@ -17,6 +17,7 @@
 //! - [`config`]    a node's settings
 //! - [`node`]      wiring and running one node until shutdown
 //! - [`client`]    HTTP client for the API (CLI, bench, tests)
+//! - [`error_line`] one line from an error and its causes, each said once
 //! - [`process`]   launching `hearsay serve` child processes
 //! - [`bench`](mod@bench) the load generator and scenarios behind `hearsay bench`
 //! - [`allocator`] the binary's global allocator (mimalloc, reusing sled's log buffers)
@@ -29,6 +30,7 @@ pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod error_line;
 pub mod gossip;
 pub mod kv;
 pub mod membership;

@@ -49,7 +49,7 @@ fn main() -> std::process::ExitCode {
         }
         Err(e) => {
             // One line with the cause chain; no backtrace for a user's mistake.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", hearsay::error_line::error_line(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

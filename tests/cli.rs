@@ -18,6 +18,37 @@ fn a_reader_that_stops_early_is_not_an_error() {
     assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
 }
 
+/// An error is one line that names each cause once: the data dir that is a
+/// file and the port in use, each with the OS's reason, and a node that
+/// cannot be reached, with why.
+#[test]
+fn an_error_names_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let data = dir.path().join("data");
+    for (listen, data_dir, reason) in [(&free, &file, "Not a directory"), (&port, &data, "Address already in use")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hearsay"))
+            .args(["serve", "--node-id", "n1", "--insecure", "--listen", listen])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line: {stderr}"));
+        assert!(!out.status.success(), "{line}");
+        assert_eq!(line.matches(reason).count(), 1, "{line}");
+        assert_eq!(line.matches("storage I/O failed").count(), usize::from(reason == "Not a directory"), "{line}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_hearsay")).args(["get", "--node", &format!("http://{free}"), "k"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.matches("Connection refused").count() == 1, "{stderr}");
+}
+
 /// Lines a child prints on stdout, read on a thread so a test can wait for
 /// one with a deadline.
 fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {

@@ -125,7 +125,7 @@ impl PeerClient {
         let unreachable = |message: String| RpcError::Unreachable { peer: who.into(), message };
         let req = builder.body(Full::new(Bytes::from(body))).map_err(|e| unreachable(e.to_string()))?;
         let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| unreachable(format!("{e:#}")))?;
+            let resp = self.http.request(req).await.map_err(|e| unreachable(crate::error_line::error_line(&e)))?;
             let (parts, body) = resp.into_parts();
             // Every reply is dated, a refusal too: a node whose clock is so far
             // off that peers refuse its requests learns it from their answers.
