@@ -49,10 +49,13 @@ impl Response {
     }
 }
 
-/// How long a pooled connection may sit idle before the client drops it:
-/// shorter than a server's header read timeout
+/// How long a pooled connection may sit idle and still be reused: shorter
+/// than a server's header read timeout
 /// ([`crate::api::server::DEFAULT_READ_TIMEOUT`]), so a node never
-/// closes a connection just as its peer reuses it.
+/// closes a connection just as its peer reuses it. The pool checks this
+/// when it hands a connection out (it has no timer), so an idle
+/// connection stays open until the server closes it, counted there in
+/// `hearsay_http_idle_closes_total`.
 pub const POOL_IDLE: Duration = Duration::from_secs(20);
 
 /// The pooled keep-alive HTTP/1 client every outgoing request uses.

@@ -96,6 +96,7 @@ pub struct Metrics {
     pub http_connections: Gauge,
     pub http_connections_refused: Counter,
     pub http_read_timeouts: Counter,
+    pub http_idle_closes: Counter,
 }
 
 impl Default for Metrics {
@@ -208,6 +209,7 @@ impl Metrics {
         let http_connections = Gauge::default();
         let http_connections_refused = Counter::default();
         let http_read_timeouts = Counter::default();
+        let http_idle_closes = Counter::default();
         registry.register("http_connections", "HTTP connections open (clients and peers)", http_connections.clone());
         registry.register(
             "http_connections_refused",
@@ -216,8 +218,13 @@ impl Metrics {
         );
         registry.register(
             "http_read_timeouts",
-            "Connections closed because no whole request head arrived within --read-timeout-secs (slow or idle clients), and requests answered 408 because their body did not",
+            "Slow clients: connections closed because a request head they had begun did not arrive whole within --read-timeout-secs, and requests answered 408 because their body did not",
             http_read_timeouts.clone(),
+        );
+        registry.register(
+            "http_idle_closes",
+            "Connections closed after --read-timeout-secs with nothing sent since their last response (idle keep-alive connections) or since they opened",
+            http_idle_closes.clone(),
         );
         Metrics {
             registry,
@@ -251,6 +258,7 @@ impl Metrics {
             http_connections,
             http_connections_refused,
             http_read_timeouts,
+            http_idle_closes,
         }
     }
 

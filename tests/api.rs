@@ -374,16 +374,18 @@ async fn a_slow_or_idle_client_is_cut_off_after_the_read_timeout() {
     let limits = ConnectionLimits { read_timeout: Duration::from_secs(1), ..ConnectionLimits::default() };
     let n = TestNode::start(NodeOpts { connections: limits, ..NodeOpts::default() }).await;
     let url = n.url.clone();
-    let (head, idle, body) = tokio::task::spawn_blocking(move || {
+    let (head, idle, body, kept) = tokio::task::spawn_blocking(move || {
         let opened = std::time::Instant::now();
         let mut half_head = raw(&url);
         half_head.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n").unwrap();
         let mut idle = raw(&url);
         let mut slow_body = raw(&url);
         slow_body.write_all(b"PUT /v1/kv/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc").unwrap();
+        let mut kept_alive = raw(&url);
+        kept_alive.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
         let wait = Duration::from_secs(15);
         let read = |s: &mut std::net::TcpStream| read_until_closed(s, opened, wait);
-        (read(&mut half_head), read(&mut idle), read(&mut slow_body))
+        (read(&mut half_head), read(&mut idle), read(&mut slow_body), read(&mut kept_alive))
     })
     .await
     .unwrap();
@@ -396,9 +398,14 @@ async fn a_slow_or_idle_client_is_cut_off_after_the_read_timeout() {
     assert!(text.contains(r#""error":"request_timeout""#), "{text}");
     let c = n.client();
     assert_eq!(c.get(b"slow", "").await.unwrap().status, StatusCode::NOT_FOUND, "nothing was stored");
+    let (text, closed, _) = &kept;
+    assert!(text.starts_with("HTTP/1.1 200 ") && *closed, "a keep-alive connection is answered, then closed when idle: {text:?}");
+    // The half head and the body were slow clients; the idle connections
+    // (and any the test's own client left idle) are counted apart.
     let metrics = c.get_path("/metrics").await.unwrap().text();
-    let cut = metrics.lines().find_map(|l| l.strip_prefix("hearsay_http_read_timeouts_total ")).and_then(|v| v.parse::<u64>().ok());
-    assert!(cut >= Some(3), "{metrics}");
+    let counter = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
+    assert_eq!(counter("hearsay_http_read_timeouts_total "), Some(2), "{metrics}");
+    assert!(counter("hearsay_http_idle_closes_total ") >= Some(1), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! for peer requests alone, so a flood of clients cannot cut a node off
 //! from its peers' mail, gossip and repair. It closes a connection that has not sent a whole
 //! request head within `--read-timeout-secs` (a slow client, or a
-//! keep-alive connection left idle that long), and shuts down gracefully:
+//! keep-alive connection left idle that long, counted apart), and shuts down gracefully:
 //! no new connections, and requests in flight get [`DRAIN_DEADLINE`] to
 //! finish. The same timeout bounds reading a request's body
 //! ([`crate::api::kv::read_limited`]).
@@ -24,9 +24,12 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -45,8 +48,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Each peer keeps a few pooled connections to a node, more while mail,
 /// repair and gossip run at once; 256 covers dozens of peers.
 pub const DEFAULT_PEER_RESERVE: usize = 256;
-/// Longer than the idle time after which hearsay's own clients drop a
-/// pooled connection ([`crate::client::POOL_IDLE`]), so the server never
+/// Longer than the idle time after which hearsay's own clients stop reusing
+/// a pooled connection ([`crate::client::POOL_IDLE`]), so the server never
 /// closes one they are about to reuse.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -122,12 +125,15 @@ pub async fn serve(
         };
         while connections.try_join_next().is_some() {}
         let service = TowerToHyperService::new(service.clone());
+        let (stream, sent) = Watched::new(stream);
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         let open = Open::new(metrics.clone(), slot);
         connections.spawn(async move {
             if let Err(e) = conn.await {
                 if e.is_timeout() {
-                    open.metrics.http_read_timeouts.inc();
+                    let m = &open.metrics;
+                    let counter = if sent.load(Ordering::Relaxed) { &m.http_read_timeouts } else { &m.http_idle_closes };
+                    counter.inc();
                 }
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -158,6 +164,66 @@ const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
 
 fn too_many_connections(max_connections: usize) -> String {
     format!("this node is serving its limit of {max_connections} connections (--max-connections); retry shortly")
+}
+
+/// A connection's socket that notes whether the client has sent anything
+/// since this node last wrote to it. hyper's header timeout runs from the
+/// end of one response to the next request's head, so when it fires,
+/// nothing sent means a keep-alive connection left idle (a pooled client
+/// doing nothing wrong), and something sent means a client too slow to
+/// finish its request head. Only the second is a slow client to count.
+struct Watched {
+    stream: TcpStream,
+    sent: Arc<AtomicBool>,
+}
+
+impl Watched {
+    fn new(stream: TcpStream) -> (Watched, Arc<AtomicBool>) {
+        let sent = Arc::new(AtomicBool::new(false));
+        (Watched { stream, sent: sent.clone() }, sent)
+    }
+
+    fn wrote<T>(&self, written: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if matches!(written, Poll::Ready(Ok(_))) {
+            self.sent.store(false, Ordering::Relaxed);
+        }
+        written
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.sent.store(true, Ordering::Relaxed);
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.wrote(written)
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.wrote(written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// A connection being served: holds its slot, and is counted in
