@@ -390,6 +390,37 @@ async fn a_refusing_replica_and_its_reason_are_in_the_503() {
     assert!(ok.status.is_success(), "{}", ok.text());
 }
 
+/// A 503 names each replica that did not count and why: one cut off, one
+/// whose write queued behind its undelivered mail, one too slow to answer.
+/// A read's 503 speaks of the read, not of a write in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_says_which_replicas_did_not_count_and_why() {
+    let cluster = TestCluster::start(3, opts()).await;
+    let n1 = cluster.client(0);
+    let refused = |r: hearsay::client::Response| {
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+        r.error_message()
+    };
+    cluster.net.cut("n1", "n3");
+    let m = refused(n1.put(b"why/1", "v", "w=all").await.unwrap());
+    assert!(m.contains("peer n3 is unreachable: link is down"), "{m}");
+    assert!(m.ends_with("; the write is still in flight and not rolled back"), "{m}");
+    let m = refused(n1.put(b"why/2", "v", "w=all").await.unwrap());
+    assert!(m.contains("peer n3 has undelivered mail, so this write is queued behind it"), "{m}");
+    let m = refused(n1.get(b"why/1", "r=all").await.unwrap());
+    assert!(m.starts_with("only 2 of the 3 required replicas answered the read in time"), "{m}");
+    assert!(m.contains("peer n3 is unreachable: link is down") && !m.contains("write"), "{m}");
+
+    cluster.net.heal_all();
+    wait_until("n1's mail for n3 is delivered", Duration::from_secs(20), async || mail_for(&n1, "n3").await["pending_records"] == 0).await;
+    cluster.net.delay("n1", "n2", Duration::from_secs(3));
+    let m = refused(n1.put(b"why/3", "v", "w=all").await.unwrap());
+    assert!(m.contains("peer n2 had not answered within 1.5s") && !m.contains("n3"), "{m}");
+    let m = refused(n1.get(b"why/3", "r=all").await.unwrap());
+    assert!(m.contains("peer n2 had not answered within 1.5s") && !m.contains("n3"), "{m}");
+    cluster.net.heal_all();
+}
+
 /// A coordinator that holds no replica of a key checks `If-Match` and
 /// `If-None-Match` against what a replica answers, and a refused write
 /// reaches no replica.

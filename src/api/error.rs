@@ -110,7 +110,9 @@ impl From<crate::replication::ReplicationError> for ApiError {
         match e {
             R::Kv(k) => k.into(),
             R::Storage(s) => s.into(),
-            e @ R::NotEnoughReplicas { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_enough_replicas", e.to_string()),
+            e @ (R::NotEnoughAcks { .. } | R::NotEnoughAnswers { .. }) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_enough_replicas", e.to_string())
+            }
             e @ R::ShardsUnavailable { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shards_unavailable", e.to_string()),
         }
     }

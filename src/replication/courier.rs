@@ -6,7 +6,6 @@
 //! record, to the peer's retry buffer.
 
 use super::Replication;
-use crate::rpc::client::RpcError;
 use crate::types::{Key, Record};
 use std::future::Future;
 use std::sync::Arc;
@@ -33,10 +32,11 @@ pub struct Parcel {
 pub enum Delivery {
     /// The peer applied it; `created`: no live value was there before.
     Applied { created: bool },
-    /// It went to the peer's retry buffer. `refusal` is the peer's own
-    /// reason when it answered and refused (auth, clock, limits), so the
-    /// writer can be told why rather than only that too few acknowledged.
-    Buffered { refusal: Option<String> },
+    /// It went to the peer's retry buffer. `reason` says why it was not
+    /// delivered (unreachable, timed out, or the peer's own refusal: auth,
+    /// clock, limits), so the writer can be told why rather than only that
+    /// too few acknowledged.
+    Buffered { reason: String },
 }
 
 pub struct Courier {
@@ -92,10 +92,10 @@ async fn deliver(repl: &Arc<Replication>, peer: &str, parcels: Vec<Parcel>) {
         }
         Err(error) => {
             tracing::debug!(peer, %error, records = parcels.len(), "direct mail failed; buffering");
-            let refusal = matches!(error, RpcError::Refused { .. }).then(|| error.to_string());
+            let reason = error.to_string();
             for p in parcels {
                 repl.buffer(peer, &p.key, &p.record);
-                let _ = p.ack.send(Delivery::Buffered { refusal: refusal.clone() });
+                let _ = p.ack.send(Delivery::Buffered { reason: reason.clone() });
             }
         }
     }

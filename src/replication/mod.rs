@@ -32,15 +32,20 @@ pub enum ReplicationError {
     Kv(#[from] KvError),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("only {acked} of the {required} required replicas answered in time (replicas: {replicas}){}; a write is still in flight and not rolled back", refusals_text(refusals))]
-    NotEnoughReplicas { acked: usize, required: usize, replicas: usize, refusals: Vec<String> },
+    #[error("only {acked} of the {required} required replicas acknowledged the write in time (replicas: {replicas}){}; the write is still in flight and not rolled back", reasons_text(missing))]
+    NotEnoughAcks { acked: usize, required: usize, replicas: usize, missing: Vec<String> },
+    #[error(
+        "only {answered} of the {required} required replicas answered the read in time (replicas: {replicas}){}",
+        reasons_text(missing)
+    )]
+    NotEnoughAnswers { answered: usize, required: usize, replicas: usize, missing: Vec<String> },
     #[error("no replica of shards {shards:?} answered; a listing without them would be incomplete")]
     ShardsUnavailable { shards: Vec<u32> },
 }
 
-/// `; <reason>; <reason>` for replicas that answered and refused, or nothing.
-fn refusals_text(refusals: &[String]) -> String {
-    refusals.iter().map(|r| format!("; {r}")).collect()
+/// `; <reason>; <reason>`: why each replica that did not count did not.
+fn reasons_text(missing: &[String]) -> String {
+    missing.iter().map(|r| format!("; {r}")).collect()
 }
 
 /// What a write did.
@@ -221,34 +226,36 @@ impl Replication {
             Record { version: self.kv.stamp().await?, value }
         };
         let mut pending = Vec::new();
+        let mut missing = Vec::new();
         for peer in replicas.iter().filter(|r| **r != self.me) {
             // A peer with undelivered mail is failing or catching up: queue
             // behind that mail (in write order) instead of racing it.
             if self.mailbox.pending(peer.name()) > 0 {
                 self.buffer(peer.name(), &key, &record);
+                missing.push(format!("peer {peer} has undelivered mail, so this write is queued behind it"));
                 continue;
             }
-            pending.push(self.mail(peer.name(), key.clone(), record.clone()).await);
+            pending.push((peer.name(), self.mail(peer.name(), key.clone(), record.clone()).await));
         }
-        let mut refusals = Vec::new();
         if acked < required {
             let deadline = tokio::time::sleep(self.timeout);
             tokio::pin!(deadline);
             while acked < required && !pending.is_empty() {
                 tokio::select! {
-                    ack = next_ack(&mut pending) => match ack {
+                    (_, ack) = next_ack(&mut pending) => match ack {
                         Delivery::Applied { created: was_created } => {
                             acked += 1;
                             created.get_or_insert(was_created);
                         }
-                        Delivery::Buffered { refusal } => refusals.extend(refusal),
+                        Delivery::Buffered { reason } => missing.push(reason),
                     },
                     _ = &mut deadline => break,
                 }
             }
         }
         if acked < required {
-            return Err(ReplicationError::NotEnoughReplicas { acked, required, replicas: replicas.len(), refusals });
+            missing.extend(pending.iter().map(|(peer, _)| format!("peer {peer} had not answered within {:?}", self.timeout)));
+            return Err(ReplicationError::NotEnoughAcks { acked, required, replicas: replicas.len(), missing });
         }
         Ok(WriteOutcome { version: record.version, created: created.unwrap_or(true) })
     }
@@ -272,7 +279,7 @@ impl Replication {
         if let Err(mpsc::error::SendError(p)) = inbox.send(courier::Parcel { key, record, ack }).await {
             // The courier stopped (shutdown): keep the record for later.
             self.buffer(peer, &p.key, &p.record);
-            let _ = p.ack.send(Delivery::Buffered { refusal: None });
+            let _ = p.ack.send(Delivery::Buffered { reason: format!("peer {peer}: this node is shutting down; the write is kept for it") });
         }
         answer
     }
@@ -310,32 +317,35 @@ impl Replication {
         if required <= 1 && replicas.contains(&self.me) {
             return Ok(self.kv.read(key)?);
         }
-        let (tx, mut rx) = mpsc::channel::<(NodeId, Option<Record>)>(replicas.len().max(1));
+        let (tx, mut rx) = mpsc::channel::<(NodeId, Result<Option<Record>, String>)>(replicas.len().max(1));
         for peer in replicas {
             let (this, peer, key, tx) = (self.clone(), peer.clone(), key.clone(), tx.clone());
             self.tasks.spawn(async move {
-                if let Some(rec) = this.read_one(&peer, &key).await {
-                    let _ = tx.send((peer, rec)).await;
-                }
+                let answer = this.read_one(&peer, &key).await;
+                let _ = tx.send((peer, answer)).await;
             });
         }
         drop(tx);
         let mut answers: Vec<(NodeId, Option<Record>)> = Vec::new();
+        let mut failed: Vec<(NodeId, String)> = Vec::new();
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
         while answers.len() < required {
             tokio::select! {
-                a = rx.recv() => match a { Some(a) => answers.push(a), None => break },
+                a = rx.recv() => match a {
+                    Some((peer, Ok(rec))) => answers.push((peer, rec)),
+                    Some((peer, Err(reason))) => failed.push((peer, reason)),
+                    None => break,
+                },
                 _ = &mut deadline => break,
             }
         }
         if answers.len() < required {
-            return Err(ReplicationError::NotEnoughReplicas {
-                acked: answers.len(),
-                required,
-                replicas: replicas.len(),
-                refusals: Vec::new(),
-            });
+            let heard = |r: &&NodeId| answers.iter().any(|(a, _)| a == *r) || failed.iter().any(|(f, _)| f == *r);
+            let silent: Vec<String> =
+                replicas.iter().filter(|r| !heard(r)).map(|r| format!("peer {r} had not answered within {:?}", self.timeout)).collect();
+            let missing = failed.into_iter().map(|(_, reason)| reason).chain(silent).collect();
+            return Err(ReplicationError::NotEnoughAnswers { answered: answers.len(), required, replicas: replicas.len(), missing });
         }
         let newest = answers.iter().filter_map(|(_, r)| r.clone()).max_by_key(|r| r.version);
         if let Some(newest) = &newest {
@@ -349,17 +359,18 @@ impl Replication {
     }
 
     /// One replica's record; `None` if it did not answer.
-    async fn read_one(&self, peer: &NodeId, key: &Key) -> Option<Option<Record>> {
+    async fn read_one(&self, peer: &NodeId, key: &Key) -> Result<Option<Record>, String> {
         if *peer == self.me {
-            return self.kv.read(key).ok();
+            return self.kv.read(key).map_err(|e| format!("this node's own copy could not be read: {e}"));
         }
-        let addr = self.membership.addr_of(peer.name())?;
-        let reply: ReadReply =
-            self.peers.call((peer.name(), &addr), PATH_READ, &ReadRequest { key: key.bytes() }, self.timeout).await.ok()?;
+        let addr = self.membership.addr_of(peer.name()).ok_or_else(|| format!("peer {peer} has no known address"))?;
+        let request = ReadRequest { key: key.bytes() };
+        let reply: ReadReply = self.peers.call((peer.name(), &addr), PATH_READ, &request, self.timeout).await.map_err(|e| e.to_string())?;
         match reply.record.map(|w| w.into_parts(self.max_value_bytes)) {
-            None => Some(None),
-            Some(Ok((k, rec))) if k == *key => Some(Some(rec)),
-            Some(_) => None,
+            None => Ok(None),
+            Some(Ok((k, rec))) if k == *key => Ok(Some(rec)),
+            Some(Ok(_)) => Err(format!("peer {peer} answered with another key's record")),
+            Some(Err(e)) => Err(format!("peer {peer} answered with a record this node refuses: {e}")),
         }
     }
 
@@ -379,12 +390,13 @@ impl Replication {
 /// The next answer among pending mail acks, in the order they come (a
 /// courier that went away counts as buffered). Polled in place, so a write
 /// waits on its replicas without a task per replica.
-async fn next_ack(pending: &mut Vec<oneshot::Receiver<Delivery>>) -> Delivery {
+async fn next_ack<'a>(pending: &mut Vec<(&'a str, oneshot::Receiver<Delivery>)>) -> (&'a str, Delivery) {
     std::future::poll_fn(|cx| {
         for i in 0..pending.len() {
-            if let std::task::Poll::Ready(answer) = std::future::Future::poll(std::pin::Pin::new(&mut pending[i]), cx) {
-                pending.swap_remove(i);
-                return std::task::Poll::Ready(answer.unwrap_or(Delivery::Buffered { refusal: None }));
+            if let std::task::Poll::Ready(answer) = std::future::Future::poll(std::pin::Pin::new(&mut pending[i].1), cx) {
+                let (peer, _) = pending.swap_remove(i);
+                let lost = || Delivery::Buffered { reason: format!("peer {peer}: its mail courier stopped (this node is shutting down)") };
+                return std::task::Poll::Ready((peer, answer.unwrap_or_else(|_| lost())));
             }
         }
         std::task::Poll::Pending
