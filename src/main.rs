@@ -393,7 +393,7 @@ async fn run_cluster(nodes: usize, base_port: u16, data_dir: PathBuf, sync: Sync
         secret_file: &secret_path,
         extra_args: vec!["--sync".into(), format!("{sync:?}").to_lowercase()],
     };
-    let mut cluster = LocalCluster::spawn(&spec).context("starting the cluster (are the ports free?)")?;
+    let mut cluster = LocalCluster::spawn(&spec).context("starting the local cluster")?;
     for (i, node) in cluster.nodes.iter().enumerate() {
         out!("n{}: {}   (pid {}, log: {})", i + 1, node.url, node.child.id(), cluster.log_path(i).display());
     }

@@ -38,10 +38,15 @@ impl ChildNode {
         });
         match rx.recv_timeout(timeout) {
             Ok(url) => Ok(ChildNode { child, url }),
-            Err(_) => {
+            // Its stdout closed without the line: it exited (or is exiting).
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait()?;
+                Err(std::io::Error::other(format!("hearsay serve exited ({status}) before it was listening")))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
-                let status = child.wait().ok();
-                Err(std::io::Error::other(format!("hearsay serve did not report its address within {timeout:?} (exit: {status:?})")))
+                let _ = child.wait();
+                Err(std::io::Error::other(format!("hearsay serve was not listening within {timeout:?}, so it was stopped")))
             }
         }
     }
@@ -116,7 +121,15 @@ impl LocalCluster {
             ];
             args.extend(spec.extra_args.iter().cloned());
             let log = spec.data_dir.join(format!("{name}.log"));
-            cluster.nodes.push(ChildNode::spawn(spec.exe, &args, Some(std::fs::File::create(&log)?), Duration::from_secs(30))?);
+            let started = std::fs::File::create(&log).and_then(|f| ChildNode::spawn(spec.exe, &args, Some(f), Duration::from_secs(30)));
+            match started {
+                Ok(node) => cluster.nodes.push(node),
+                Err(e) => {
+                    // The nodes already up stop cleanly rather than die with the error.
+                    cluster.terminate();
+                    return Err(start_failed(&name, &log, e));
+                }
+            }
             cluster.args.push(args);
             cluster.logs.push(log);
             cluster.exit_reported.push(false);
@@ -133,7 +146,8 @@ impl LocalCluster {
     /// Starts node `i` again after it was stopped.
     pub fn start(&mut self, i: usize) -> std::io::Result<()> {
         let log = std::fs::OpenOptions::new().append(true).create(true).open(&self.logs[i])?;
-        self.nodes[i] = ChildNode::spawn(&self.exe, &self.args[i], Some(log), Duration::from_secs(30))?;
+        let started = ChildNode::spawn(&self.exe, &self.args[i], Some(log), Duration::from_secs(30));
+        self.nodes[i] = started.map_err(|e| start_failed(&format!("n{}", i + 1), &self.logs[i], e))?;
         self.exit_reported[i] = false;
         Ok(())
     }
@@ -183,6 +197,16 @@ impl LocalCluster {
             let _ = n.terminate();
         }
     }
+}
+
+/// Node `name` did not start: says which node, where its log is, and the
+/// error line its log ends with (`hearsay serve` prints its reason there),
+/// so a port in use or a bad data dir is named, not guessed at.
+fn start_failed(name: &str, log: &Path, e: std::io::Error) -> std::io::Error {
+    let logged = std::fs::read_to_string(log).ok();
+    let reason = logged.as_deref().and_then(|text| text.lines().rev().find_map(|l| l.strip_prefix("error: ")));
+    let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
+    std::io::Error::new(e.kind(), format!("{name} did not start (log: {}): {e}{reason}", log.display()))
 }
 
 /// `word` as one POSIX shell word: as is when plainly safe, else in single quotes.

@@ -112,6 +112,35 @@ fn kill(signal: &str, pid: u32) {
     assert!(status.success(), "kill {signal} {pid}");
 }
 
+/// A local cluster whose second node cannot start says which node, why (the
+/// reason from its log) and where its log is, at once rather than after a
+/// 30 s wait, and stops the node that did start.
+#[test]
+fn a_cluster_node_that_cannot_start_is_named_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = two_free_ports();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", port + 1)).unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_hearsay"))
+        .args(["cluster", "--nodes", "2", "--base-port", &port.to_string(), "--data-dir"])
+        .arg(dir.path().join("c"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    drop(taken);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line: {stderr}"));
+    let log = dir.path().join("c").join("n2.log");
+    assert!(line.contains(&format!("n2 did not start (log: {})", log.display())), "{line}");
+    assert!(line.contains("before it was listening") && line.matches("Address already in use").count() == 1, "{line}");
+    assert!(took < std::time::Duration::from_secs(20), "took {took:?}: the exit was not noticed");
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "n1 was left running on its port");
+    let n1_log = std::fs::read_to_string(dir.path().join("c").join("n1.log")).unwrap();
+    assert!(n1_log.contains("stopped cleanly"), "n1 was killed, not stopped: {n1_log}");
+}
+
 /// `hearsay cluster` reports a node that dies (it was killed here) with the
 /// command that starts it again, and that command brings it back into the
 /// cluster. Once none of its nodes runs, the command fails instead of
