@@ -5,18 +5,21 @@
 //! persisted history) and the cluster-wide schedule that starts them.
 //! [`purge`] decides when verified shards may drop old tombstones;
 //! [`handoff`] moves the records of shards a node no longer replicates;
-//! [`throttle`] paces both by the schedule's bandwidth limit.
+//! [`throttle`] paces both by the schedule's bandwidth limit; [`skipped`]
+//! keeps a run's list of skipped replicas bounded.
 
 pub mod exchange;
 pub mod handoff;
 pub mod purge;
 pub mod ring;
+pub mod skipped;
 pub mod throttle;
 
 use crate::gossip::Setting;
 use crate::replication::Replication;
 use crate::rpc::codec;
 pub use crate::rpc::Schedule;
+pub use skipped::SkippedReplica;
 
 /// The gossip setting that carries the anti-entropy schedule.
 pub const SCHEDULE_SETTING: &str = "anti-entropy/schedule";
@@ -50,13 +53,6 @@ pub enum RunMode {
     PushPull,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct SkippedReplica {
-    pub shard: u32,
-    pub node: String,
-    pub reason: String,
-}
-
 /// A run's progress while it runs, and its record in the history after.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunSummary {
@@ -87,6 +83,13 @@ pub struct RunSummary {
     pub current_hop: u64,
     /// running | completed | partial (a replica was skipped) | cancelled
     pub outcome: String,
+}
+
+impl RunSummary {
+    /// Notes that `node` was skipped on `shard` for `reason`.
+    pub fn skip(&mut self, shard: u32, node: &str, reason: &str) {
+        skipped::note(&mut self.replicas_skipped, shard, node, reason);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@
 //! skipped and recorded, and its shard stays dirty. The pairwise modes sync
 //! this node with every other replica of each shard.
 
-use super::{RunMode, RunSummary, SkippedReplica};
+use super::{RunMode, RunSummary};
 use crate::repair::exchange::Exchange;
 use crate::replication::Replication;
 use crate::rpc::{SyncMode, SyncReport, SyncRequest, TreeReply, TreeRequest, Verified, PATH_SYNC, PATH_TREE, PATH_VERIFIED};
@@ -58,8 +58,8 @@ impl Runner {
         self.repl.me()
     }
 
-    /// Each replica's root and record count, `None` where it did not answer.
-    async fn roots(&self, shard: ShardId, replicas: &[NodeId]) -> Vec<Option<([u8; 16], u64)>> {
+    /// Each replica's root and record count, or why it has none.
+    async fn roots(&self, shard: ShardId, replicas: &[NodeId]) -> Vec<Result<([u8; 16], u64), String>> {
         let mut out = Vec::new();
         for r in replicas {
             out.push(self.root_of(shard, r).await);
@@ -68,22 +68,22 @@ impl Runner {
         out
     }
 
-    async fn root_of(&self, shard: ShardId, node: &NodeId) -> Option<([u8; 16], u64)> {
+    async fn root_of(&self, shard: ShardId, node: &NodeId) -> Result<([u8; 16], u64), String> {
         if node == self.me() {
             let storage = self.repl.kv.storage();
-            return Some((crate::merkle::wire_digest(&storage.trees().shard(shard.0).root()), storage.counts(shard).records));
+            return Ok((crate::merkle::wire_digest(&storage.trees().shard(shard.0).root()), storage.counts(shard).records));
         }
         // A replica gossip holds down is not asked: on a partition each ask
         // would wait out its timeout, shard after shard.
         if self.repl.membership.is_down(node.name()) {
-            return None;
+            return Err("down, as gossip holds it".into());
         }
-        let addr = self.repl.membership.addr_of(node.name())?;
+        let addr = self.repl.membership.addr_of(node.name()).ok_or("address unknown")?;
         let req = TreeRequest { shard: shard.0, shards: self.repl.membership.shards(), level: 0, indices: vec![0], children: false };
         let (reply, bytes): (TreeReply, u64) =
-            self.repl.peers.call_sized((node.name(), &addr), PATH_TREE, &req, Duration::from_secs(5)).await.ok()?;
+            self.repl.peers.call_sized((node.name(), &addr), PATH_TREE, &req, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
         self.update(|s| s.bytes_sent += bytes);
-        reply.digests.first().map(|d| (*d, reply.records))
+        reply.digests.first().map(|d| (*d, reply.records)).ok_or_else(|| "answered with no root".into())
     }
 
     /// One push (or other mode) from `from` to `to`, run by `from`.
@@ -113,9 +113,7 @@ impl Runner {
     }
 
     fn skip(&self, shard: ShardId, node: &NodeId, reason: &str) {
-        self.update(|s| {
-            s.replicas_skipped.push(SkippedReplica { shard: shard.0, node: node.name().to_string(), reason: reason.to_string() })
-        });
+        self.update(|s| s.skip(shard.0, node.name(), reason));
     }
 
     /// `shard` was found equal on all `replicas`, with every root read after
@@ -151,9 +149,8 @@ impl Runner {
         let mut live = Vec::new();
         for (r, root) in replicas.iter().zip(&roots) {
             match root {
-                Some((_, records)) => live.push((r.clone(), *records)),
-                None if self.repl.membership.is_down(r.name()) => self.skip(shard, r, "down, as gossip holds it"),
-                None => self.skip(shard, r, "did not answer"),
+                Ok((_, records)) => live.push((r.clone(), *records)),
+                Err(reason) => self.skip(shard, r, reason),
             }
         }
         self.update(|s| s.shards_checked += 1);
@@ -235,7 +232,7 @@ impl Runner {
 }
 
 /// Every replica answered and all roots are the same.
-fn all_present_and_equal(roots: &[Option<([u8; 16], u64)>]) -> bool {
-    let first = roots.first().copied().flatten().map(|r| r.0);
-    first.is_some() && roots.iter().all(|r| r.map(|r| r.0) == first)
+fn all_present_and_equal(roots: &[Result<([u8; 16], u64), String>]) -> bool {
+    let first = roots.first().and_then(|r| r.as_ref().ok()).map(|r| r.0);
+    first.is_some() && roots.iter().all(|r| r.as_ref().ok().map(|r| r.0) == first)
 }
