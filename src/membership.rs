@@ -10,7 +10,7 @@
 //! removed.
 
 use crate::clock::{Clock, SystemClock};
-use crate::gossip::{Envelope, Message, Millis, Output, Peer, Rumor, Setting, State as Health, Swim, SwimConfig, Update};
+use crate::gossip::{Envelope, GossipPacket, Message, Millis, Output, Peer, Rumor, Setting, State as Health, Swim, SwimConfig, Update};
 use crate::metrics::{GossipStats, KindLabels, StateLabels};
 use crate::placement::PlacementTable;
 use crate::rpc::client::PeerClient;
@@ -36,6 +36,8 @@ pub struct Member {
 pub enum MembershipError {
     #[error("node {name:?} has {theirs} shards, this cluster has {ours}; refusing it")]
     ShardMismatch { name: String, ours: u32, theirs: u32 },
+    #[error("node {name:?} runs with replication factor {theirs}, this node with {ours}; refusing it: placement depends on it, so every member must run with the same --replication-factor")]
+    RfMismatch { name: String, ours: u32, theirs: u32 },
     #[error("node names {a:?} and {b:?} hash to the same 64-bit tag; rename one")]
     TagCollision { a: String, b: String },
     #[error("member {0:?} was removed from the cluster; it comes back only by running again (with a new incarnation)")]
@@ -62,6 +64,9 @@ struct State {
     members: BTreeMap<String, Member>,
     placement: Arc<PlacementTable>,
     answered_seeds: HashSet<String>,
+    /// Why each seed that answered and refused this node (or was refused by
+    /// it) did, until it is met: for `/ready` and a log line per new reason.
+    seed_refusals: BTreeMap<String, String>,
     /// (state, incarnation) per member, as the gossip worker last heard.
     health: BTreeMap<String, (Health, u64)>,
     /// Removed members: the incarnation they were removed at, and their
@@ -138,6 +143,7 @@ impl Membership {
                 members,
                 placement: Arc::default(),
                 answered_seeds: HashSet::new(),
+                seed_refusals: BTreeMap::new(),
                 health: BTreeMap::new(),
                 removed,
             }),
@@ -354,15 +360,34 @@ impl Membership {
     }
 
     pub fn hello(&self) -> Hello {
-        Hello { node: self.me.id.clone(), addr: self.me.addr.clone(), shards: self.shards }
+        Hello { node: self.me.id.clone(), addr: self.me.addr.clone(), shards: self.shards, rf: self.rf_u32() }
     }
 
     pub fn hello_reply(&self) -> HelloReply {
         let members = self.members().into_iter().map(|m| (m.id, m.addr)).collect();
-        HelloReply { node: self.me.id.clone(), addr: self.me.addr.clone(), shards: self.shards, members }
+        HelloReply { node: self.me.id.clone(), addr: self.me.addr.clone(), shards: self.shards, rf: self.rf_u32(), members }
+    }
+
+    fn rf_u32(&self) -> u32 {
+        u32::try_from(self.rf).unwrap_or(u32::MAX)
+    }
+
+    /// Refuses a node (met by hello or gossip) whose shard count or
+    /// replication factor differs from this node's: each would place shards
+    /// on other replicas, so writes, repair and hand-off would disagree on
+    /// who holds what.
+    pub fn check_shape(&self, name: &str, shards: u32, rf: u32) -> Result<(), MembershipError> {
+        if shards != self.shards {
+            return Err(MembershipError::ShardMismatch { name: name.to_string(), ours: self.shards, theirs: shards });
+        }
+        match rf == self.rf_u32() {
+            true => Ok(()),
+            false => Err(MembershipError::RfMismatch { name: name.to_string(), ours: self.rf_u32(), theirs: rf }),
+        }
     }
 
     fn absorb(&self, reply: &HelloReply) -> Result<(), MembershipError> {
+        self.check_shape(&reply.node, reply.shards, reply.rf)?;
         self.learn(&reply.node, &reply.addr, reply.shards)?;
         for (id, addr) in &reply.members {
             if *id != self.me.id {
@@ -378,6 +403,22 @@ impl Membership {
         Ok(())
     }
 
+    /// Notes why `seed` and this node did not meet; logs it when it is new,
+    /// not at every retry.
+    fn seed_refused(&self, seed: &str, reason: String) {
+        let mut state = self.state.write().expect("membership lock");
+        if state.seed_refusals.get(seed) != Some(&reason) {
+            tracing::error!(seed, "{reason}");
+            state.seed_refusals.insert(seed.to_string(), reason);
+        }
+    }
+
+    /// Why a seed and this node did not meet, for the first seed that
+    /// refused (or was refused), if any.
+    pub fn seed_refusal(&self) -> Option<String> {
+        self.state.read().expect("membership lock").seed_refusals.values().next().cloned()
+    }
+
     /// Worker: says hello to every seed, every second until all have
     /// answered, then every 30 s; stops when `shutdown` resolves.
     pub async fn discover(self: Arc<Self>, peers: PeerClient, shutdown: impl std::future::Future<Output = ()>) {
@@ -391,10 +432,18 @@ impl Membership {
                 match peers.call::<_, HelloReply>(("", seed), PATH_HELLO, &self.hello(), Duration::from_secs(2)).await {
                     Ok(reply) => match self.absorb(&reply) {
                         Ok(()) => {
-                            self.state.write().expect("membership lock").answered_seeds.insert(seed.clone());
+                            let mut state = self.state.write().expect("membership lock");
+                            state.answered_seeds.insert(seed.clone());
+                            state.seed_refusals.remove(seed);
                         }
-                        Err(e) => tracing::error!(seed, error = %e, "refusing seed"),
+                        Err(e) => self.seed_refused(seed, format!("this node refuses seed {seed}: {e}")),
                     },
+                    // A seed that answers and refuses (another shard count or
+                    // replication factor, another secret) will not change its
+                    // mind by itself: that is for the operator to see.
+                    Err(e @ crate::rpc::client::RpcError::Refused { .. }) => {
+                        self.seed_refused(seed, format!("seed {seed} refused this node: {e}"));
+                    }
                     Err(e) => tracing::debug!(seed, error = %e, "seed did not answer"),
                 }
             }
@@ -476,10 +525,11 @@ impl Membership {
                 Output::Send { to: Peer { id, addr }, envelope } => {
                     stats.messages.get_or_create(&KindLabels { kind: envelope.msg.kind().to_string() }).inc();
                     let peers = peers.clone();
+                    let packet = GossipPacket { shards: self.shards, rf: self.rf_u32(), envelope };
                     tokio::spawn(async move {
-                        let sent = peers.call::<_, ()>((id.as_str(), addr.as_str()), PATH_GOSSIP, &envelope, GOSSIP_SEND_TIMEOUT).await;
+                        let sent = peers.call::<_, ()>((id.as_str(), addr.as_str()), PATH_GOSSIP, &packet, GOSSIP_SEND_TIMEOUT).await;
                         if let Err(e) = sent {
-                            tracing::trace!(to = %addr, kind = envelope.msg.kind(), error = %e, "gossip message not delivered");
+                            tracing::trace!(to = %addr, kind = packet.envelope.msg.kind(), error = %e, "gossip message not delivered");
                         }
                     });
                 }

@@ -306,22 +306,53 @@ async fn a_node_is_not_decommissioned_below_the_replication_factor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cannot_say_hello_or_gossip_for_another() {
-    use hearsay::gossip::{Envelope, Message, State, Update};
+    use hearsay::gossip::{Envelope, GossipPacket, Message, State, Update};
     use hearsay::rpc::{Hello, PATH_GOSSIP, PATH_HELLO};
     let cluster = TestCluster::start(1, fast()).await;
     let c1 = cluster.client(0);
     // The test harness signs as "test".
-    let hello = |node: &str| Hello { node: node.into(), addr: "127.0.0.1:9".into(), shards: 8 };
+    let hello = |node: &str| Hello { node: node.into(), addr: "127.0.0.1:9".into(), shards: 8, rf: 3 };
     let r = common::peer_send(&c1, PATH_HELLO, &hello("n9")).await;
     assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (403, Some("sender_mismatch")), "{}", r.text());
     let from = Update { id: "n9".into(), addr: "127.0.0.1:9".into(), incarnation: 1, state: State::Alive };
-    let r = common::peer_send(&c1, PATH_GOSSIP, &Envelope { from, msg: Message::Gossip { rumors: vec![] } }).await;
+    let envelope = Envelope { from, msg: Message::Gossip { rumors: vec![] } };
+    let r = common::peer_send(&c1, PATH_GOSSIP, &GossipPacket { shards: 8, rf: 3, envelope }).await;
     assert_eq!(r.status, 403, "{}", r.text());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(health(&c1, "n9").await.0, "absent");
     // Signed by the member it names, the same hello is taken.
     assert_eq!(common::peer_send(&c1, PATH_HELLO, &hello("test")).await.status, 200);
     assert_ne!(health(&c1, "test").await.0, "absent");
+}
+
+/// Placement depends on the replication factor, so a node started with
+/// another one is refused by the seeds it names: it never becomes ready and
+/// no member lists it. A hello that states another one is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_replication_factor_is_refused() {
+    use hearsay::rpc::{Hello, PATH_HELLO};
+    let cluster = TestCluster::start(2, fast()).await;
+    let c1 = cluster.client(0);
+    let hello = |rf: u32| Hello { node: "test".into(), addr: "127.0.0.1:9".into(), shards: 8, rf };
+    let r = common::peer_send(&c1, PATH_HELLO, &hello(2)).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (409, Some("join_refused")), "{}", r.text());
+    assert!(r.json()["message"].as_str().unwrap().contains("replication factor 2, this node with 3"), "{}", r.text());
+    assert_eq!(health(&c1, "test").await.0, "absent");
+
+    let seeds = cluster.nodes.iter().map(|n| n.addr.to_string()).collect();
+    let odd = TestNode::start(NodeOpts { name: "n3".into(), seeds, rf: 2, net: Some(cluster.net.clone()), ..fast() }).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ready = odd.client().get_path("/ready").await.unwrap();
+    assert_eq!(ready.status, 503, "a node the seeds refuse is never ready");
+    assert!(
+        ready.error_message().contains("refused this node") && ready.error_message().contains("replication factor 2"),
+        "{}",
+        ready.text()
+    );
+    for c in cluster.clients() {
+        assert_eq!(health(&c, "n3").await.0, "absent", "a member took in the node with another replication factor");
+    }
+    assert_eq!(common::peer_send(&c1, PATH_HELLO, &hello(3)).await.status, 200, "the same hello with the cluster's factor is taken");
 }
 
 /// Two writers put through every node, the leaving one included, before,

@@ -31,8 +31,8 @@ pub async fn ready(State(st): State<AppState>) -> Response {
     } else if st.repl.membership.is_ready() {
         (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
     } else {
-        let err = super::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "waiting for seeds to answer");
-        err.into_response()
+        let why = st.repl.membership.seed_refusal().unwrap_or_else(|| "waiting for seeds to answer".into());
+        super::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why).into_response()
     }
 }
 

@@ -142,16 +142,21 @@ pub async fn hello(State(st): State<AppState>, uri: Uri, headers: HeaderMap, bod
     check_claim(&hello.node, signer.as_deref())?;
     let membership = &st.repl.membership;
     membership
-        .learn(&hello.node, &hello.addr, hello.shards)
+        .check_shape(&hello.node, hello.shards, hello.rf)
+        .and_then(|()| membership.learn(&hello.node, &hello.addr, hello.shards))
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "join_refused", e.to_string()))?;
     st.repl.ensure_carrier(&hello.node);
     Ok(reply(&membership.hello_reply()))
 }
 
 pub async fn gossip(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let (envelope, signer): (crate::gossip::Envelope, _) = accept_from(&st, &uri, &headers, body).await?;
-    check_claim(&envelope.from.id, signer.as_deref())?;
-    if !st.repl.membership.deliver(envelope) {
+    let (packet, signer): (crate::gossip::GossipPacket, _) = accept_from(&st, &uri, &headers, body).await?;
+    check_claim(&packet.envelope.from.id, signer.as_deref())?;
+    st.repl
+        .membership
+        .check_shape(&packet.envelope.from.id, packet.shards, packet.rf)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "join_refused", e.to_string()))?;
+    if !st.repl.membership.deliver(packet.envelope) {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "gossip inbox is full"));
     }
     Ok(reply(&()))

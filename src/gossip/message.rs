@@ -138,6 +138,19 @@ pub struct Envelope {
     pub msg: Message,
 }
 
+/// An [`Envelope`] as one node sends it to another (`POST /internal/gossip`),
+/// with the sender's shard count and replication factor. A receiver learns
+/// an unknown sender from its envelope, as from a hello, so it checks them
+/// first, as a hello's are: a node of another shape must not get into any
+/// member's view by gossip. Added by the runtime; the state machine never
+/// sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipPacket {
+    pub shards: u32,
+    pub rf: u32,
+    pub envelope: Envelope,
+}
+
 impl Message {
     pub fn kind(&self) -> &'static str {
         match self {

@@ -9,5 +9,5 @@ pub mod rumors;
 pub mod sim;
 pub mod swim;
 
-pub use message::{Envelope, Message, Rumor, Setting, State, Update};
+pub use message::{Envelope, GossipPacket, Message, Rumor, Setting, State, Update};
 pub use swim::{Millis, Output, Peer, Swim, SwimConfig};

@@ -9,9 +9,10 @@ use serde::Serialize;
 
 /// The peer protocol's format. 1: every earlier build (its messages changed
 /// more than once under it). 2: from the build that added decommissioning;
-/// from then on every change raises it.
-pub const FORMAT: u8 = 2;
-pub const CONTENT_TYPE: &str = "application/x-hearsay-v2";
+/// from then on every change raises it. 3: hellos and gossip carry the
+/// shard count and replication factor, checked before a sender is learned.
+pub const FORMAT: u8 = 3;
+pub const CONTENT_TYPE: &str = "application/x-hearsay-v3";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
@@ -73,8 +74,8 @@ mod tests {
         // applied 2, created [true, false], below_floor [1]
         let reply = crate::rpc::ApplyReply { applied: 2, created: vec![true, false], below_floor: vec![1] };
         assert_eq!(encode(&reply), [FORMAT, 2, 2, 1, 0, 1, 1]);
-        let hello = crate::rpc::Hello { node: "n1".into(), addr: "a:1".into(), shards: 64 };
-        assert_eq!(encode(&hello), [FORMAT, 2, b'n', b'1', 3, b'a', b':', b'1', 64]);
+        let hello = crate::rpc::Hello { node: "n1".into(), addr: "a:1".into(), shards: 64, rf: 3 };
+        assert_eq!(encode(&hello), [FORMAT, 2, b'n', b'1', 3, b'a', b':', b'1', 64, 3]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! nodes of the old format refuse by name instead of misreading.
 
 use super::*;
-use crate::gossip::{Envelope, Message, Rumor, Setting, State, Update};
+use crate::gossip::{Envelope, GossipPacket, Message, Rumor, Setting, State, Update};
 use bytes::Bytes;
 
 fn record(i: u8) -> WireRecord {
@@ -38,8 +38,8 @@ fn samples() -> Vec<Vec<u8>> {
         encode(&ApplyReply { applied: 2, created: vec![true, false], below_floor: vec![1] }),
         encode(&ReadRequest { key: Bytes::from_static(b"k") }),
         encode(&ReadReply { record: Some(record(2)) }),
-        encode(&Hello { node: "n1".into(), addr: "h:1".into(), shards: 64 }),
-        encode(&HelloReply { node: "n1".into(), addr: "h:1".into(), shards: 64, members: vec![("n2".into(), "h:2".into())] }),
+        encode(&Hello { node: "n1".into(), addr: "h:1".into(), shards: 64, rf: 3 }),
+        encode(&HelloReply { node: "n1".into(), addr: "h:1".into(), shards: 64, rf: 3, members: vec![("n2".into(), "h:2".into())] }),
         encode(&TreeRequest { shard: 1, shards: 64, level: 2, indices: vec![3, 4], children: true }),
         encode(&TreeReply { digests: vec![[5; 16]], records: 6, replicates: true }),
         encode(&LeafDiffReply { want: vec![0b101], newer: vec![Bytes::from_static(b"k")] }),
@@ -79,11 +79,13 @@ fn samples() -> Vec<Vec<u8>> {
     for msg in messages {
         out.push(encode(&Envelope { from: update(State::Alive), msg }));
     }
+    let envelope = Envelope { from: update(State::Alive), msg: Message::Gossip { rumors: rumors() } };
+    out.push(encode(&GossipPacket { shards: 64, rf: 3, envelope }));
     out
 }
 
 /// The format these samples were last encoded under, and their hash.
-const RECORDED: (u8, &str) = (2, "b2afde7cf8081006");
+const RECORDED: (u8, &str) = (3, "3f7e77873eff8e4f");
 
 #[test]
 fn a_change_to_the_wire_comes_with_a_new_format() {

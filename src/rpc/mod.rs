@@ -83,6 +83,9 @@ pub struct Hello {
     pub node: String,
     pub addr: String,
     pub shards: u32,
+    /// `--replication-factor`: placement depends on it, so every member
+    /// must run with the same one.
+    pub rf: u32,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -90,6 +93,7 @@ pub struct HelloReply {
     pub node: String,
     pub addr: String,
     pub shards: u32,
+    pub rf: u32,
     /// (name, address) of every member the receiver knows.
     pub members: Vec<(String, String)>,
 }
