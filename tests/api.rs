@@ -138,6 +138,36 @@ async fn if_none_match_star_creates_only() {
 }
 
 #[tokio::test]
+async fn a_get_is_304_while_the_reader_holds_the_current_version() {
+    let n = node().await;
+    let c = n.client();
+    let v1 = c.put(b"cached", "a", "").await.unwrap().header("etag").unwrap().to_string();
+    let get = |tag: String| {
+        let c = c.clone();
+        async move { c.send(Method::GET, "/v1/kv/cached", &[("if-none-match", tag.as_str())], Bytes::new()).await.unwrap() }
+    };
+    let r = get(v1.clone()).await;
+    assert_eq!((r.status, r.header("etag"), r.body.len()), (StatusCode::NOT_MODIFIED, Some(v1.as_str()), 0));
+    assert_eq!(get("*".into()).await.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(get(format!("\"0000000000000001-0000000000000001\", W/{v1}")).await.status, StatusCode::NOT_MODIFIED);
+    // Changed since: the whole value, with the new tag.
+    let v2 = c.put(b"cached", "b", "").await.unwrap().header("etag").unwrap().to_string();
+    let r = get(v1.clone()).await;
+    assert_eq!((r.status, r.header("etag"), &r.body[..]), (StatusCode::OK, Some(v2.as_str()), &b"b"[..]));
+    // Absent or deleted: 404 whatever the reader holds.
+    c.delete(b"cached", "").await.unwrap();
+    assert_eq!(get(v2).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(get("*".into()).await.status, StatusCode::NOT_FOUND);
+    // A tag that is not a version, too many tags, or two header lines: 400.
+    assert_json_error(&get("\"nonsense\"".into()).await, StatusCode::BAD_REQUEST, "bad_request");
+    assert_json_error(&get(vec![v1.as_str(); 65].join(", ")).await, StatusCode::BAD_REQUEST, "bad_request");
+    let two = [("if-none-match", v1.as_str()), ("if-none-match", "*")];
+    assert_json_error(&c.send(Method::GET, "/v1/kv/cached", &two, Bytes::new()).await.unwrap(), StatusCode::BAD_REQUEST, "bad_request");
+    let two = [("if-match", "*"), ("if-match", "*")];
+    assert_json_error(&c.send(Method::PUT, "/v1/kv/cached", &two, Bytes::from("c")).await.unwrap(), StatusCode::BAD_REQUEST, "bad_request");
+}
+
+#[tokio::test]
 async fn list_pages_through_keys_in_order() {
     let n = node().await;
     let c = n.client();

@@ -3,7 +3,7 @@
 //! store is touched, so a refused request changes nothing.
 
 use super::error::ApiError;
-use super::params::{precondition, Query};
+use super::params::{precondition, NoneMatch, Query};
 use super::AppState;
 use crate::replication::WriteOutcome;
 use crate::types::{encode_key_bytes, Key, MAX_KEY_LEN};
@@ -88,11 +88,15 @@ pub async fn delete(State(st): State<AppState>, uri: Uri, headers: HeaderMap) ->
     Ok(written(outcome, StatusCode::NO_CONTENT))
 }
 
-pub async fn get(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+pub async fn get(State(st): State<AppState>, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
     let key = key_from(&uri)?;
     let query = Query::parse(uri.query(), &["r"])?;
     let r = query.consistency("r")?;
+    let unchanged = NoneMatch::from_headers(&headers)?;
     match st.repl.read(&key, r).await? {
+        Some(crate::types::Record { version, value: Some(_) }) if unchanged.as_ref().is_some_and(|u| u.matches(version)) => {
+            Ok((StatusCode::NOT_MODIFIED, etag(version)).into_response())
+        }
         Some(crate::types::Record { version, value: Some(value) }) => {
             let mut resp = (StatusCode::OK, etag(version), value).into_response();
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));

@@ -72,7 +72,7 @@ pub fn precondition(headers: &HeaderMap, absent_ok: bool) -> Result<Precondition
     let text = |name: &str, raw: &HeaderValue| -> Result<String, ApiError> {
         Ok(raw.to_str().map_err(|_| ApiError::bad_request(format!("{name} is not ASCII")))?.trim().to_string())
     };
-    match (headers.get(header::IF_MATCH), headers.get(header::IF_NONE_MATCH)) {
+    match (single(headers, header::IF_MATCH)?, single(headers, header::IF_NONE_MATCH)?) {
         (None, None) => Ok(Precondition::None),
         (Some(_), Some(_)) => Err(ApiError::bad_request("send If-Match or If-None-Match, not both")),
         (Some(raw), None) => {
@@ -88,5 +88,53 @@ pub fn precondition(headers: &HeaderMap, absent_ok: bool) -> Result<Precondition
             "*" => Err(ApiError::bad_request("If-None-Match: * is for PUT (create only); a DELETE takes If-Match")),
             _ => Err(ApiError::bad_request("If-None-Match takes only * (create only); to compare versions use If-Match")),
         },
+    }
+}
+
+/// A header that may appear once: a second line would be a second
+/// condition this API does not combine, so it is refused, not dropped.
+fn single(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&HeaderValue>, ApiError> {
+    let mut values = headers.get_all(&name).iter();
+    let first = values.next();
+    match values.next() {
+        Some(_) => Err(ApiError::bad_request(format!("send one {name} header, not several"))),
+        None => Ok(first),
+    }
+}
+
+/// A GET's `If-None-Match`: `*`, or entity tags (weak ones compare as
+/// strong, as RFC 9110 allows here) — the reader already holds one of these
+/// versions, so the answer is `304 Not Modified` when the key is still at it.
+const MAX_TAGS: usize = 64;
+
+pub enum NoneMatch {
+    Any,
+    Versions(Vec<crate::types::Version>),
+}
+
+impl NoneMatch {
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<NoneMatch>, ApiError> {
+        let Some(raw) = single(headers, header::IF_NONE_MATCH)? else { return Ok(None) };
+        let text = raw.to_str().map_err(|_| ApiError::bad_request("If-None-Match is not ASCII"))?.trim();
+        if text == "*" {
+            return Ok(Some(NoneMatch::Any));
+        }
+        let tags = || text.split(',').map(str::trim).filter(|t| !t.is_empty());
+        if tags().count() > MAX_TAGS {
+            return Err(ApiError::bad_request(format!("If-None-Match lists more than {MAX_TAGS} entity tags")));
+        }
+        let versions = tags().map(|t| {
+            let t = t.strip_prefix("W/").unwrap_or(t);
+            let bare = t.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(t);
+            bare.parse().map_err(|e| ApiError::bad_request(format!("If-None-Match: {e}")))
+        });
+        Ok(Some(NoneMatch::Versions(versions.collect::<Result<_, _>>()?)))
+    }
+
+    pub fn matches(&self, version: crate::types::Version) -> bool {
+        match self {
+            NoneMatch::Any => true,
+            NoneMatch::Versions(v) => v.contains(&version),
+        }
     }
 }
