@@ -69,21 +69,14 @@ impl Query {
 /// Both headers at once, or `If-None-Match` with a tag, is refused rather
 /// than half honoured.
 pub fn precondition(headers: &HeaderMap, absent_ok: bool) -> Result<Precondition, ApiError> {
-    let text = |name: &str, raw: &HeaderValue| -> Result<String, ApiError> {
-        Ok(raw.to_str().map_err(|_| ApiError::bad_request(format!("{name} is not ASCII")))?.trim().to_string())
-    };
     match (single(headers, header::IF_MATCH)?, single(headers, header::IF_NONE_MATCH)?) {
         (None, None) => Ok(Precondition::None),
         (Some(_), Some(_)) => Err(ApiError::bad_request("send If-Match or If-None-Match, not both")),
-        (Some(raw), None) => {
-            let text = text("If-Match", raw)?;
-            if text == "*" {
-                return Ok(Precondition::Exists);
-            }
-            let tag = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(&text);
-            Ok(Precondition::VersionIs(tag.parse()?))
-        }
-        (None, Some(raw)) => match text("If-None-Match", raw)?.as_str() {
+        (Some(raw), None) => match ascii("If-Match", raw)? {
+            "*" => Ok(Precondition::Exists),
+            tag => Ok(Precondition::VersionIs(unquote(tag).parse()?)),
+        },
+        (None, Some(raw)) => match ascii("If-None-Match", raw)? {
             "*" if absent_ok => Ok(Precondition::Absent),
             "*" => Err(ApiError::bad_request("If-None-Match: * is for PUT (create only); a DELETE takes If-Match")),
             _ => Err(ApiError::bad_request("If-None-Match takes only * (create only); to compare versions use If-Match")),
@@ -102,11 +95,21 @@ fn single(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&Heade
     }
 }
 
+/// A conditional header's value, trimmed.
+fn ascii<'a>(name: &str, raw: &'a HeaderValue) -> Result<&'a str, ApiError> {
+    Ok(raw.to_str().map_err(|_| ApiError::bad_request(format!("{name} is not ASCII")))?.trim())
+}
+
+/// An entity tag without its quotes (a bare version is taken as well).
+fn unquote(tag: &str) -> &str {
+    tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(tag)
+}
+
+const MAX_TAGS: usize = 64;
+
 /// A GET's `If-None-Match`: `*`, or entity tags (weak ones compare as
 /// strong, as RFC 9110 allows here) — the reader already holds one of these
 /// versions, so the answer is `304 Not Modified` when the key is still at it.
-const MAX_TAGS: usize = 64;
-
 pub enum NoneMatch {
     Any,
     Versions(Vec<crate::types::Version>),
@@ -115,7 +118,7 @@ pub enum NoneMatch {
 impl NoneMatch {
     pub fn from_headers(headers: &HeaderMap) -> Result<Option<NoneMatch>, ApiError> {
         let Some(raw) = single(headers, header::IF_NONE_MATCH)? else { return Ok(None) };
-        let text = raw.to_str().map_err(|_| ApiError::bad_request("If-None-Match is not ASCII"))?.trim();
+        let text = ascii("If-None-Match", raw)?;
         if text == "*" {
             return Ok(Some(NoneMatch::Any));
         }
@@ -124,9 +127,8 @@ impl NoneMatch {
             return Err(ApiError::bad_request(format!("If-None-Match lists more than {MAX_TAGS} entity tags")));
         }
         let versions = tags().map(|t| {
-            let t = t.strip_prefix("W/").unwrap_or(t);
-            let bare = t.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(t);
-            bare.parse().map_err(|e| ApiError::bad_request(format!("If-None-Match: {e}")))
+            let strong = t.strip_prefix("W/").unwrap_or(t);
+            unquote(strong).parse().map_err(|e| ApiError::bad_request(format!("If-None-Match: {e}")))
         });
         Ok(Some(NoneMatch::Versions(versions.collect::<Result<_, _>>()?)))
     }
