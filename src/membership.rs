@@ -206,11 +206,9 @@ impl Membership {
         self.shards
     }
 
-    /// Adds or updates a member; returns whether anything changed.
-    pub fn learn(&self, id: &str, addr: &str, shards: u32) -> Result<bool, MembershipError> {
-        if shards != self.shards {
-            return Err(MembershipError::ShardMismatch { name: id.to_string(), ours: self.shards, theirs: shards });
-        }
+    /// Adds or updates a member; returns whether anything changed. A node
+    /// met directly has passed [`Self::check_shape`] first.
+    pub fn learn(&self, id: &str, addr: &str) -> Result<bool, MembershipError> {
         let node = NodeId::new(id)?;
         let mut state = self.state.write().expect("membership lock");
         if state.removed.contains_key(id) {
@@ -380,18 +378,18 @@ impl Membership {
         if shards != self.shards {
             return Err(MembershipError::ShardMismatch { name: name.to_string(), ours: self.shards, theirs: shards });
         }
-        match rf == self.rf_u32() {
-            true => Ok(()),
-            false => Err(MembershipError::RfMismatch { name: name.to_string(), ours: self.rf_u32(), theirs: rf }),
+        if rf != self.rf_u32() {
+            return Err(MembershipError::RfMismatch { name: name.to_string(), ours: self.rf_u32(), theirs: rf });
         }
+        Ok(())
     }
 
     fn absorb(&self, reply: &HelloReply) -> Result<(), MembershipError> {
         self.check_shape(&reply.node, reply.shards, reply.rf)?;
-        self.learn(&reply.node, &reply.addr, reply.shards)?;
+        self.learn(&reply.node, &reply.addr)?;
         for (id, addr) in &reply.members {
             if *id != self.me.id {
-                match self.learn(id, addr, reply.shards) {
+                match self.learn(id, addr) {
                     // The seed has not heard of the removal yet.
                     Err(MembershipError::Removed(_)) => {}
                     other => {
@@ -511,7 +509,7 @@ impl Membership {
             Health::Alive => self
                 .readmit(&update.id, update.incarnation)
                 .map_err(MembershipError::from)
-                .and_then(|()| self.learn(&update.id, &update.addr, self.shards).map(|_| ())),
+                .and_then(|()| self.learn(&update.id, &update.addr).map(|_| ())),
             _ => Ok(()),
         };
         if let Err(e) = done {

@@ -143,7 +143,7 @@ pub async fn hello(State(st): State<AppState>, uri: Uri, headers: HeaderMap, bod
     let membership = &st.repl.membership;
     membership
         .check_shape(&hello.node, hello.shards, hello.rf)
-        .and_then(|()| membership.learn(&hello.node, &hello.addr, hello.shards))
+        .and_then(|()| membership.learn(&hello.node, &hello.addr))
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "join_refused", e.to_string()))?;
     st.repl.ensure_carrier(&hello.node);
     Ok(reply(&membership.hello_reply()))
