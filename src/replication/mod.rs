@@ -242,7 +242,7 @@ impl Replication {
             tokio::pin!(deadline);
             while acked < required && !pending.is_empty() {
                 tokio::select! {
-                    (_, ack) = next_ack(&mut pending) => match ack {
+                    ack = next_ack(&mut pending) => match ack {
                         Delivery::Applied { created: was_created } => {
                             acked += 1;
                             created.get_or_insert(was_created);
@@ -358,7 +358,7 @@ impl Replication {
         Ok(newest)
     }
 
-    /// One replica's record; `None` if it did not answer.
+    /// One replica's record, or why it gave none.
     async fn read_one(&self, peer: &NodeId, key: &Key) -> Result<Option<Record>, String> {
         if *peer == self.me {
             return self.kv.read(key).map_err(|e| format!("this node's own copy could not be read: {e}"));
@@ -390,13 +390,13 @@ impl Replication {
 /// The next answer among pending mail acks, in the order they come (a
 /// courier that went away counts as buffered). Polled in place, so a write
 /// waits on its replicas without a task per replica.
-async fn next_ack<'a>(pending: &mut Vec<(&'a str, oneshot::Receiver<Delivery>)>) -> (&'a str, Delivery) {
+async fn next_ack(pending: &mut Vec<(&str, oneshot::Receiver<Delivery>)>) -> Delivery {
     std::future::poll_fn(|cx| {
         for i in 0..pending.len() {
             if let std::task::Poll::Ready(answer) = std::future::Future::poll(std::pin::Pin::new(&mut pending[i].1), cx) {
                 let (peer, _) = pending.swap_remove(i);
                 let lost = || Delivery::Buffered { reason: format!("peer {peer}: its mail courier stopped (this node is shutting down)") };
-                return std::task::Poll::Ready((peer, answer.unwrap_or_else(|_| lost())));
+                return std::task::Poll::Ready(answer.unwrap_or_else(|_| lost()));
             }
         }
         std::task::Poll::Pending
