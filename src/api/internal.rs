@@ -144,18 +144,21 @@ pub async fn hello(State(st): State<AppState>, uri: Uri, headers: HeaderMap, bod
     membership
         .check_shape(&hello.node, hello.shards, hello.rf)
         .and_then(|()| membership.learn(&hello.node, &hello.addr))
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "join_refused", e.to_string()))?;
+        .map_err(join_refused)?;
     st.repl.ensure_carrier(&hello.node);
     Ok(reply(&membership.hello_reply()))
+}
+
+/// A node this one will not take in (another shard count or replication
+/// factor, a removed member, a name clash), whether it said hello or gossiped.
+fn join_refused(e: crate::membership::MembershipError) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "join_refused", e.to_string())
 }
 
 pub async fn gossip(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let (packet, signer): (crate::gossip::GossipPacket, _) = accept_from(&st, &uri, &headers, body).await?;
     check_claim(&packet.envelope.from.id, signer.as_deref())?;
-    st.repl
-        .membership
-        .check_shape(&packet.envelope.from.id, packet.shards, packet.rf)
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "join_refused", e.to_string()))?;
+    st.repl.membership.check_shape(&packet.envelope.from.id, packet.shards, packet.rf).map_err(join_refused)?;
     if !st.repl.membership.deliver(packet.envelope) {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "gossip inbox is full"));
     }
