@@ -254,7 +254,7 @@ impl Replication {
             }
         }
         if acked < required {
-            missing.extend(pending.iter().map(|(peer, _)| format!("peer {peer} had not answered within {:?}", self.timeout)));
+            missing.extend(pending.iter().map(|(peer, _)| self.silent(peer)));
             return Err(ReplicationError::NotEnoughAcks { acked, required, replicas: replicas.len(), missing });
         }
         Ok(WriteOutcome { version: record.version, created: created.unwrap_or(true) })
@@ -342,8 +342,7 @@ impl Replication {
         }
         if answers.len() < required {
             let heard = |r: &&NodeId| answers.iter().any(|(a, _)| a == *r) || failed.iter().any(|(f, _)| f == *r);
-            let silent: Vec<String> =
-                replicas.iter().filter(|r| !heard(r)).map(|r| format!("peer {r} had not answered within {:?}", self.timeout)).collect();
+            let silent: Vec<String> = replicas.iter().filter(|r| !heard(r)).map(|r| self.silent(r.name())).collect();
             let missing = failed.into_iter().map(|(_, reason)| reason).chain(silent).collect();
             return Err(ReplicationError::NotEnoughAnswers { answered: answers.len(), required, replicas: replicas.len(), missing });
         }
@@ -356,6 +355,11 @@ impl Replication {
             }
         }
         Ok(newest)
+    }
+
+    /// Why a replica that neither answered nor failed by the deadline does not count.
+    fn silent(&self, peer: &str) -> String {
+        format!("peer {peer} had not answered within {:?}", self.timeout)
     }
 
     /// One replica's record, or why it gave none.
