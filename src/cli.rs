@@ -4,10 +4,11 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hearsay::bench::Workload;
-use hearsay::config::{SyncMode, DEFAULT_CACHE_BYTES, DEFAULT_MAX_VALUE_BYTES};
+use hearsay::clock::MAX_DRIFT_MS_RANGE;
+use hearsay::config::{SyncMode, DEFAULT_CACHE_BYTES, DEFAULT_MAX_VALUE_BYTES, MAX_MAX_VALUE_BYTES, MAX_TOMBSTONE_GRACE_SECS};
 use hearsay::config::{
-    DEFAULT_ANTI_ENTROPY_INTERVAL_SECS, DEFAULT_REPLICATION_FACTOR, DEFAULT_RETRY_MAX_BYTES, DEFAULT_RETRY_MAX_RECORDS,
-    DEFAULT_WRITE_TIMEOUT,
+    ANTI_ENTROPY_INTERVAL_SECS, DEFAULT_ANTI_ENTROPY_INTERVAL_SECS, DEFAULT_REPLICATION_FACTOR, DEFAULT_RETRY_MAX_BYTES,
+    DEFAULT_RETRY_MAX_RECORDS, DEFAULT_WRITE_TIMEOUT, MIN_CACHE_BYTES,
 };
 use std::path::PathBuf;
 
@@ -159,26 +160,30 @@ pub struct ServeArgs {
     /// When writes are flushed to disk.
     #[arg(long, env = "HEARSAY_SYNC", value_enum, default_value_t = SyncMode::Periodic)]
     pub sync: SyncMode,
-    /// Largest value accepted, in bytes.
-    #[arg(long, env = "HEARSAY_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
-    pub max_value_bytes: usize,
-    /// sled page cache, in bytes.
-    #[arg(long, env = "HEARSAY_CACHE_BYTES", default_value_t = DEFAULT_CACHE_BYTES)]
+    /// Largest value accepted, in bytes (at most 256 MiB).
+    #[arg(long, env = "HEARSAY_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_MAX_VALUE_BYTES as u64))]
+    pub max_value_bytes: u64,
+    /// sled page cache, in bytes (at least 1 MiB).
+    #[arg(long, env = "HEARSAY_CACHE_BYTES", default_value_t = DEFAULT_CACHE_BYTES,
+          value_parser = clap::value_parser!(u64).range(MIN_CACHE_BYTES..))]
     pub cache_bytes: u64,
     /// Other nodes to join through, as host:port,host:port.
     #[arg(long, env = "HEARSAY_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,
-    /// Replicas per shard (capped at the cluster size).
-    #[arg(long, env = "HEARSAY_REPLICATION_FACTOR", default_value_t = DEFAULT_REPLICATION_FACTOR)]
-    pub replication_factor: usize,
+    /// Replicas per shard (at least 1; capped at the cluster size).
+    #[arg(long, env = "HEARSAY_REPLICATION_FACTOR", default_value_t = DEFAULT_REPLICATION_FACTOR as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub replication_factor: u32,
     /// File holding the cluster secret that authenticates peer requests.
     #[arg(long, env = "HEARSAY_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
     /// Run without peer authentication (anyone who reaches the port can write as a peer).
     #[arg(long, env = "HEARSAY_INSECURE")]
     pub insecure: bool,
-    /// How long a request waits for its w/r replicas, in milliseconds.
-    #[arg(long, env = "HEARSAY_WRITE_TIMEOUT_MS", default_value_t = DEFAULT_WRITE_TIMEOUT.as_millis() as u64)]
+    /// How long a request waits for its w/r replicas, in milliseconds (1..=600000).
+    #[arg(long, env = "HEARSAY_WRITE_TIMEOUT_MS", default_value_t = DEFAULT_WRITE_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub write_timeout_ms: u64,
     /// Retry buffer bound per peer, in records (0 disables buffering).
     #[arg(long, env = "HEARSAY_RETRY_BUFFER_MAX_RECORDS", default_value_t = DEFAULT_RETRY_MAX_RECORDS)]
@@ -186,8 +191,9 @@ pub struct ServeArgs {
     /// Retry buffer bound per peer, in bytes (0 disables buffering).
     #[arg(long, env = "HEARSAY_RETRY_BUFFER_MAX_BYTES", default_value_t = DEFAULT_RETRY_MAX_BYTES)]
     pub retry_buffer_max_bytes: u64,
-    /// Seconds between scheduled anti-entropy runs, for a node with no stored schedule.
-    #[arg(long, env = "HEARSAY_ANTI_ENTROPY_INTERVAL", default_value_t = DEFAULT_ANTI_ENTROPY_INTERVAL_SECS)]
+    /// Seconds between scheduled anti-entropy runs (10..=604800), for a node with no stored schedule.
+    #[arg(long, env = "HEARSAY_ANTI_ENTROPY_INTERVAL", default_value_t = DEFAULT_ANTI_ENTROPY_INTERVAL_SECS,
+          value_parser = clap::value_parser!(u64).range(*ANTI_ENTROPY_INTERVAL_SECS.start()..=*ANTI_ENTROPY_INTERVAL_SECS.end()))]
     pub anti_entropy_interval: u64,
     /// Record bytes per second each node's repair exchanges and hand-offs
     /// may move (0: unlimited), for a node with no stored schedule; change it
@@ -204,12 +210,14 @@ pub struct ServeArgs {
     /// ahead of this node's clock (a peer with a wrong clock must not drag
     /// every clock into the future).
     #[arg(long, env = "HEARSAY_MAX_CLOCK_DRIFT_MS", default_value_t = hearsay::clock::DEFAULT_MAX_DRIFT_MS,
-          value_parser = clap::value_parser!(u64).range(1000..))]
+          value_parser = clap::value_parser!(u64).range(*MAX_DRIFT_MS_RANGE.start()..=*MAX_DRIFT_MS_RANGE.end()))]
     pub max_clock_drift_ms: u64,
     /// Purge tombstones this long after the delete, once anti-entropy has
     /// verified their shard on every replica; mail older than this is
-    /// dropped (and repaired by anti-entropy). 0 keeps tombstones forever.
-    #[arg(long, env = "HEARSAY_TOMBSTONE_GRACE_SECS", default_value_t = hearsay::config::DEFAULT_TOMBSTONE_GRACE.as_secs())]
+    /// dropped (and repaired by anti-entropy). 0 keeps tombstones forever;
+    /// at most ten years.
+    #[arg(long, env = "HEARSAY_TOMBSTONE_GRACE_SECS", default_value_t = hearsay::config::DEFAULT_TOMBSTONE_GRACE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(0..=MAX_TOMBSTONE_GRACE_SECS))]
     pub tombstone_grace_secs: u64,
     /// Most HTTP connections (clients and peers together) served at once;
     /// one more is answered 503 and closed.

@@ -99,6 +99,8 @@ pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(86_400);
 pub const DEFAULT_PURGE_DELAY: Duration = Duration::from_secs(15 * 60);
 
 pub const DEFAULT_ANTI_ENTROPY_INTERVAL_SECS: u64 = 600;
+/// Scheduled runs are 10 s to a week apart, from the flag or the admin API.
+pub const ANTI_ENTROPY_INTERVAL_SECS: std::ops::RangeInclusive<u64> = 10..=604_800;
 
 pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -109,6 +111,16 @@ pub const DEFAULT_RETRY_MAX_BYTES: u64 = 256 << 20;
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
 /// Default sled page cache: 256 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+/// The smallest page cache a node opens with: sled panics below 256 bytes,
+/// and under a MiB it would reread its pages for nearly every request.
+pub const MIN_CACHE_BYTES: u64 = 1 << 20;
+/// The largest `--max-value-bytes`: a value is held whole in memory by the
+/// request, the peer batch and the repair exchange that carry it, and must
+/// fit the default retry buffer (256 MiB) to be kept for a peer.
+pub const MAX_MAX_VALUE_BYTES: usize = 256 << 20;
+/// The longest tombstone grace, ten years: the purge horizon is the grace
+/// plus the clock drift allowance, which must not overflow.
+pub const MAX_TOMBSTONE_GRACE_SECS: u64 = 10 * 365 * 86_400;
 
 impl NodeConfig {
     /// Defaults for a node with this name and data dir.

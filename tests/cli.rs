@@ -49,6 +49,42 @@ fn an_error_names_each_cause_once() {
     assert!(!out.status.success() && stderr.matches("Connection refused").count() == 1, "{stderr}");
 }
 
+/// A flag out of its range is refused at start, naming the flag and the
+/// range, whether given as a flag or by its env twin, before the data dir is
+/// created: not clamped to something the operator did not ask for, and
+/// never a panic (sled panics on a page cache under 256 bytes; a grace of
+/// u64::MAX seconds overflowed the purge horizon).
+#[test]
+fn out_of_range_flags_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    /// Flags, an env twin's name and value, and the flag the error names.
+    type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>, &'a str);
+    let cases: &[Case] = &[
+        (&["--replication-factor", "0"], None, "--replication-factor"),
+        (&[], Some(("HEARSAY_REPLICATION_FACTOR", "0")), "--replication-factor"),
+        (&["--write-timeout-ms", "0"], None, "--write-timeout-ms"),
+        (&["--anti-entropy-interval", "0"], None, "--anti-entropy-interval"),
+        (&["--cache-bytes", "1000"], None, "--cache-bytes"),
+        (&[], Some(("HEARSAY_CACHE_BYTES", "0")), "--cache-bytes"),
+        (&["--max-value-bytes", "1099511627776"], None, "--max-value-bytes"),
+        (&["--tombstone-grace-secs", "18446744073709551615"], None, "--tombstone-grace-secs"),
+        (&["--max-clock-drift-ms", "999999999999"], None, "--max-clock-drift-ms"),
+    ];
+    for (args, env, flag) in cases {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearsay"));
+        cmd.args(["serve", "--insecure", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data).args(*args);
+        if let Some((name, value)) = env {
+            cmd.env(name, value);
+        }
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?} was not refused: {stderr}");
+        assert!(stderr.contains(&format!("for '{flag} ")) && stderr.contains("is not in"), "{args:?} {env:?}: {stderr}");
+        assert!(!data.exists(), "{args:?} {env:?} created the data dir");
+    }
+}
+
 /// Lines a child prints on stdout, read on a thread so a test can wait for
 /// one with a deadline.
 fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {

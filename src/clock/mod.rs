@@ -112,6 +112,10 @@ pub const RENEW_EVERY_MS: u64 = RESERVE_MS / 4;
 /// versions that travelled through a retry buffer), small enough that a
 /// clock set hours or years ahead is refused rather than followed.
 pub const DEFAULT_MAX_DRIFT_MS: u64 = 60_000;
+/// `--max-clock-drift-ms` is 1 s to 1 day: less would refuse peers for
+/// ordinary NTP error, more would let one bad clock drag every node's a day
+/// ahead.
+pub const MAX_DRIFT_MS_RANGE: std::ops::RangeInclusive<u64> = 1_000..=86_400_000;
 
 /// How long a node with peers waits, after start, for them to judge its
 /// clock before renewing its reservation ahead of it ([`Hlc::with_unjudged_grace`]).

@@ -314,7 +314,7 @@ impl AntiEntropy {
 
     /// Sets the schedule here and spreads it by gossip.
     pub async fn set_schedule(&self, enabled: bool, interval_secs: u64, max_bytes_per_sec: u64) -> Result<Schedule, RepairError> {
-        if !(10..=604_800).contains(&interval_secs) {
+        if !crate::config::ANTI_ENTROPY_INTERVAL_SECS.contains(&interval_secs) {
             return Err(RepairError::BadInterval(interval_secs));
         }
         let stamp = self.repl.kv.stamp().await?;

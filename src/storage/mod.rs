@@ -28,6 +28,8 @@ pub enum StorageError {
     NodeMismatch { stored: String, requested: String },
     #[error("shard count must be 1..=65536, got {0}")]
     BadShardCount(u32),
+    #[error("the page cache must be at least {min} bytes, got {got}")]
+    CacheTooSmall { min: u64, got: u64 },
     #[error(transparent)]
     Migration(#[from] migrations::MigrationError),
     #[error("flushing to disk failed; the write is applied but not known to be durable")]

@@ -62,6 +62,10 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// still holds: sled's background threads release it shortly after the
 /// last handle is dropped. Another process holding it gets a clear error.
 pub fn open_db(opts: &SledOptions) -> Result<sled::Db, StorageError> {
+    // sled panics on a smaller cache instead of returning an error.
+    if opts.cache_bytes < crate::config::MIN_CACHE_BYTES {
+        return Err(StorageError::CacheTooSmall { min: crate::config::MIN_CACHE_BYTES, got: opts.cache_bytes });
+    }
     let start = std::time::Instant::now();
     loop {
         let config = sled::Config::new()
