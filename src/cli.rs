@@ -45,6 +45,15 @@ pub enum Command {
         /// --sync of every node.
         #[arg(long, value_enum, default_value_t = SyncMode::Periodic)]
         sync: SyncMode,
+        /// --replication-factor of every node (replicas per shard, capped
+        /// at the cluster size). To change it, restart the whole cluster
+        /// with the new value and run `hearsay repair --wait`.
+        #[arg(long, default_value_t = DEFAULT_REPLICATION_FACTOR as u32, value_parser = clap::value_parser!(u32).range(1..))]
+        replication_factor: u32,
+        /// --shards of every node: fixed when the data dirs are created
+        /// (default 64); a later run with another value is refused.
+        #[arg(long)]
+        shards: Option<u32>,
     },
     /// Store a value (from the argument, --file, or stdin).
     Put {

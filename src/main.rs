@@ -9,7 +9,7 @@ use clap::Parser;
 use cli::{BenchArgs, Cli, Command, LogFormat, ServeArgs, Target};
 use hearsay::bench::{self, BenchConfig, Workload};
 use hearsay::client::Client;
-use hearsay::config::{NodeConfig, SyncMode, DEFAULT_CACHE_BYTES};
+use hearsay::config::{NodeConfig, DEFAULT_CACHE_BYTES};
 use hearsay::process::{ensure_secret_file, ChildNode, ClusterSpec, LocalCluster, LISTENING_PREFIX};
 use hearsay::types::NodeId;
 use std::io::{IsTerminal, Read, Write};
@@ -67,7 +67,12 @@ fn init_logging(format: LogFormat) {
 async fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve(args) => serve(args).await,
-        Command::Cluster { nodes, base_port, data_dir, sync } => run_cluster(nodes, base_port, data_dir, sync).await,
+        Command::Cluster { nodes, base_port, data_dir, sync, replication_factor, shards } => {
+            let mut node_args = vec!["--sync".into(), format!("{sync:?}").to_lowercase()];
+            node_args.extend(["--replication-factor".into(), replication_factor.to_string()]);
+            node_args.extend(shards.map(|s| ["--shards".into(), s.to_string()]).into_iter().flatten());
+            run_cluster(nodes, base_port, data_dir, node_args).await
+        }
         Command::Put { target, key, value, file } => {
             let body = match (value, file) {
                 (Some(v), _) => Bytes::from(v),
@@ -377,8 +382,9 @@ async fn shutdown_signal() {
 }
 
 /// `hearsay cluster`: n child nodes on 127.0.0.1, each seeded with the others,
-/// sharing a secret generated once and kept in the data dir.
-async fn run_cluster(nodes: usize, base_port: u16, data_dir: PathBuf, sync: SyncMode) -> Result<()> {
+/// sharing a secret generated once and kept in the data dir, and each started
+/// with `node_args` (sync, replication factor, shards).
+async fn run_cluster(nodes: usize, base_port: u16, data_dir: PathBuf, node_args: Vec<String>) -> Result<()> {
     if nodes == 0 || usize::from(base_port) + nodes > 65_536 {
         bail!("--nodes must be at least 1 and the ports must fit below 65536");
     }
@@ -391,7 +397,7 @@ async fn run_cluster(nodes: usize, base_port: u16, data_dir: PathBuf, sync: Sync
         addrs: (0..nodes).map(|i| format!("127.0.0.1:{}", usize::from(base_port) + i)).collect(),
         data_dir: &data_dir,
         secret_file: &secret_path,
-        extra_args: vec!["--sync".into(), format!("{sync:?}").to_lowercase()],
+        extra_args: node_args,
     };
     let mut cluster = LocalCluster::spawn(&spec).context("starting the local cluster")?;
     for (i, node) in cluster.nodes.iter().enumerate() {

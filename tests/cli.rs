@@ -83,6 +83,15 @@ fn out_of_range_flags_are_refused_before_anything_starts() {
         assert!(stderr.contains(&format!("for '{flag} ")) && stderr.contains("is not in"), "{args:?} {env:?}: {stderr}");
         assert!(!data.exists(), "{args:?} {env:?} created the data dir");
     }
+    let out = Command::new(env!("CARGO_BIN_EXE_hearsay"))
+        .args(["cluster", "--replication-factor", "0", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(2) && stderr.contains("'--replication-factor "), "{stderr}");
+    assert!(!data.exists(), "the refused cluster created its data dir");
 }
 
 /// Lines a child prints on stdout, read on a thread so a test can wait for
@@ -179,15 +188,17 @@ fn a_cluster_node_that_cannot_start_is_named_with_its_reason() {
 
 /// `hearsay cluster` reports a node that dies (it was killed here) with the
 /// command that starts it again, and that command brings it back into the
-/// cluster. Once none of its nodes runs, the command fails instead of
-/// waiting for a Ctrl-C that can stop nothing.
+/// cluster: with the cluster's replication factor and shard count, or its
+/// peer would refuse it. Once none of its nodes runs, the command fails
+/// instead of waiting for a Ctrl-C that can stop nothing.
 #[test]
 fn the_local_cluster_reports_a_node_that_died_and_how_to_start_it_again() {
     let dir = tempfile::tempdir().unwrap();
     let port = two_free_ports();
     let mut cluster = Stopped(
         Command::new(env!("CARGO_BIN_EXE_hearsay"))
-            .args(["cluster", "--nodes", "2", "--base-port", &port.to_string(), "--data-dir"])
+            .args(["cluster", "--nodes", "2", "--base-port", &port.to_string(), "--replication-factor", "1", "--shards", "8"])
+            .arg("--data-dir")
             .arg(dir.path().join("c"))
             .current_dir(dir.path())
             .stdout(Stdio::piped())
@@ -201,6 +212,27 @@ fn the_local_cluster_reports_a_node_that_died_and_how_to_start_it_again() {
     let n1 = wait_for_line(&lines, "n1's pid", pid_of("n1: "));
     let n2 = wait_for_line(&lines, "n2's pid", pid_of("n2: "));
     wait_for_line(&lines, "the cluster up", |l| l.contains("is up").then_some(()));
+    // Once n1 places shards on both nodes, each shard has one replica, as
+    // --replication-factor 1 asks (the default, 3, would give each two).
+    let shards_of_n1 = || -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_hearsay"))
+            .args(["admin", "--node", &format!("http://127.0.0.1:{port}"), "/admin/shards"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let replicas = |shards: &serde_json::Value| -> Vec<Vec<String>> {
+        shards["shards"].as_array().into_iter().flatten().map(|s| serde_json::from_value(s["replicas"].clone()).unwrap()).collect()
+    };
+    let shards = (0..300)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            shards_of_n1()
+        })
+        .find(|s| replicas(s).concat().contains(&"n2".to_string()))
+        .expect("n1 placed no shard on n2 within 30 s");
+    assert_eq!(shards["shard_count"], 8);
+    assert!(replicas(&shards).iter().all(|r| r.len() == 1), "replicas per shard: {:?}", replicas(&shards));
 
     kill("-KILL", n2);
     let exit = wait_for_line(&lines, "n2's exit", |l| l.starts_with("n2 exited").then(|| l.to_string()));
