@@ -49,23 +49,33 @@ impl Response {
     }
 }
 
-/// How long a pooled connection may sit idle and still be reused: shorter
-/// than a server's header read timeout
-/// ([`crate::api::server::DEFAULT_READ_TIMEOUT`]), so a node never
-/// closes a connection just as its peer reuses it. The pool checks this
-/// when it hands a connection out (it has no timer), so an idle
-/// connection stays open until the server closes it, counted there in
-/// `hearsay_http_idle_closes_total`.
+/// How long a pooled connection may sit idle before this side closes it:
+/// shorter than a server's header read timeout
+/// ([`crate::api::server::DEFAULT_READ_TIMEOUT`]), so a node never closes
+/// a connection just as its peer reuses it, and idle peer connections are
+/// closed by their client rather than timed out by the server.
 pub const POOL_IDLE: Duration = Duration::from_secs(20);
 
 /// The pooled keep-alive HTTP/1 client every outgoing request uses.
 pub type HttpPool = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 
+/// The pool for peer requests: a connect that takes over 2 s is a peer
+/// that is down, not a slow one.
 pub fn http_pool() -> HttpPool {
+    pool(POOL_IDLE, Some(Duration::from_secs(2)))
+}
+
+/// A pool whose connections close after `idle` unused. Without a timer
+/// hyper-util only skips a stale connection when it hands one out, and an
+/// idle one stays open until the server times it out.
+fn pool(idle: Duration, connect_timeout: Option<Duration>) -> HttpPool {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).build(connector)
+    connector.set_connect_timeout(connect_timeout);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(idle)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector)
 }
 
 #[derive(Clone)]
@@ -84,10 +94,7 @@ impl Client {
         if !valid {
             return Err(ClientError::BadUrl(base));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).build(connector);
-        Ok(Client { http, base, timeout: Duration::from_secs(30), token: None })
+        Ok(Client { http: pool(POOL_IDLE, None), base, timeout: Duration::from_secs(30), token: None })
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
@@ -154,4 +161,41 @@ pub fn kv_path(key: &[u8], query: &str) -> String {
         path.push_str(query.trim_start_matches('?'));
     }
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A connection left idle in the pool is closed by the client once
+    /// the idle time has passed, without another request to notice it.
+    #[tokio::test]
+    async fn an_idle_pooled_connection_is_closed_by_the_client() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before sending its request");
+                head.extend_from_slice(&buf[..n]);
+            }
+            socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+            let started = tokio::time::Instant::now();
+            // The client's close reads as end of stream.
+            let closed = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await;
+            (closed.map(|r| r.unwrap()), started.elapsed())
+        });
+        let http = pool(Duration::from_millis(300), None);
+        let req = hyper::Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+        let resp = http.request(req).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        let (closed, after) = server.await.unwrap();
+        assert_eq!(closed.ok(), Some(0), "the idle connection was still open 5 s later");
+        assert!(after >= Duration::from_millis(250), "closed after {after:?}, before the idle time");
+        drop(http);
+    }
 }
