@@ -264,23 +264,25 @@ pub struct BenchArgs {
     /// Workloads to run in order; `noop` is the ceiling the others are compared with.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "noop,put,get")]
     pub workloads: Vec<Workload>,
-    #[arg(long, default_value_t = 64)]
+    /// Workers, each with one request in flight (1..=4096).
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
     pub concurrency: usize,
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub keys: u64,
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_MAX_VALUE_BYTES as u64))]
     pub value_size: usize,
-    /// Seconds per workload in each round.
-    #[arg(long, default_value_t = 3)]
+    /// Seconds per workload in each round (1..=3600).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub duration: u64,
     /// Rounds of the workload list. Ratios are taken round by round
     /// (median, min, max), so drift in a shared machine's speed cancels.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rounds: u32,
     /// Requests per workload (instead of --duration).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,
-    #[arg(long, default_value_t = 90)]
+    /// For the mixed workload: percent of requests that are reads.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub read_percent: u8,
     /// Query added to kv requests, e.g. "w=one".
     #[arg(long, default_value = "")]
@@ -289,16 +291,17 @@ pub struct BenchArgs {
     pub seed: u64,
     /// Start a local cluster of this many nodes (RF=3) and compare its PUT
     /// throughput at each --levels with a single node measured in the same run.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, conflicts_with = "target",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16))]
     pub nodes: usize,
     /// Write levels for --nodes > 1.
-    #[arg(long, value_delimiter = ',', default_value = "one,quorum")]
+    #[arg(long, value_delimiter = ',', default_value = "one,quorum", value_parser = ["one", "quorum", "all"])]
     pub levels: Vec<String>,
     /// `repair`: measure anti-entropy on a local 3-node cluster instead.
-    #[arg(long)]
+    #[arg(long, value_parser = ["repair"])]
     pub scenario: Option<String>,
-    /// For --scenario repair: percent of --keys the repaired node misses.
-    #[arg(long, default_value_t = 10)]
+    /// For --scenario repair: percent of --keys the repaired node misses (1..=100).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub missing_percent: u64,
     /// For --scenario repair: the cluster's repair bandwidth limit (0: unlimited).
     #[arg(long, default_value_t = 0)]

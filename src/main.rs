@@ -439,22 +439,20 @@ async fn run_cluster(nodes: usize, base_port: u16, data_dir: PathBuf, node_args:
 async fn run_bench(args: BenchArgs) -> Result<()> {
     let cfg = BenchConfig {
         prefix: "bench".into(),
-        concurrency: args.concurrency.max(1),
-        keys: args.keys.max(1),
+        concurrency: args.concurrency,
+        keys: args.keys,
         value_size: args.value_size,
-        duration: Duration::from_secs(args.duration.max(1)),
+        duration: Duration::from_secs(args.duration),
         requests: args.requests,
-        read_percent: args.read_percent.min(100),
+        read_percent: args.read_percent,
         query: args.query.clone(),
         seed: args.seed,
     };
-    if let Some(scenario) = &args.scenario {
-        if scenario != "repair" {
-            bail!("unknown --scenario {scenario:?}; the one scenario is: repair");
-        }
+    // clap allows only "repair".
+    if args.scenario.is_some() {
         let spec = bench::repair::RepairBench {
             keys: cfg.keys,
-            missing_percent: args.missing_percent.clamp(1, 100),
+            missing_percent: args.missing_percent,
             value_size: cfg.value_size,
             concurrency: cfg.concurrency,
             baseline_secs: cfg.duration.as_secs(),
@@ -492,7 +490,7 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
     let client = Client::new(&url)?;
     // CPU per request is measured for a node this run started (its pid is known).
     let server_pid = local.as_ref().map(|(node, _): &(ChildNode, _)| node.child.id());
-    let rounds = args.rounds.max(1);
+    let rounds = args.rounds;
     eprintln!(
         "bench: {} workers, {} keys, {} B values, {} rounds of {:?} per workload",
         cfg.concurrency, cfg.keys, cfg.value_size, rounds, cfg.duration

@@ -92,6 +92,23 @@ fn out_of_range_flags_are_refused_before_anything_starts() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(2) && stderr.contains("'--replication-factor "), "{stderr}");
     assert!(!data.exists(), "the refused cluster created its data dir");
+    // The load generator refuses the same way instead of running something
+    // else than asked (it used to take --concurrency 0 as 1, and ignore
+    // --nodes next to --target).
+    let bench_cases: &[(&[&str], &str)] = &[
+        (&["--concurrency", "0"], "'--concurrency "),
+        (&["--rounds", "0"], "'--rounds "),
+        (&["--duration", "0"], "'--duration "),
+        (&["--read-percent", "101"], "'--read-percent "),
+        (&["--levels", "one,most"], "'--levels "),
+        (&["--scenario", "rebalance"], "'--scenario "),
+        (&["--nodes", "3", "--target", "http://127.0.0.1:1"], "cannot be used with"),
+    ];
+    for (args, says) in bench_cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_hearsay")).arg("bench").args(*args).stdin(Stdio::null()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(2) && stderr.contains(says), "bench {args:?}: {:?} {stderr}", out.status);
+    }
 }
 
 /// Lines a child prints on stdout, read on a thread so a test can wait for
