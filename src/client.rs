@@ -49,12 +49,14 @@ impl Response {
     }
 }
 
-/// How long a pooled connection may sit idle before this side closes it:
-/// shorter than a server's header read timeout
-/// ([`crate::api::server::DEFAULT_READ_TIMEOUT`]), so a node never closes
-/// a connection just as its peer reuses it, and idle peer connections are
-/// closed by their client rather than timed out by the server.
-pub const POOL_IDLE: Duration = Duration::from_secs(20);
+/// How long a pooled connection may sit idle before this side closes it.
+/// The pool looks for idle connections once per this period, so one can
+/// sit idle for up to twice as long: 24 s, under a server's header read
+/// timeout ([`crate::api::server::DEFAULT_READ_TIMEOUT`], 30 s). So a node
+/// never closes a connection just as its peer reuses it, and idle peer
+/// connections are closed by their client rather than timed out by the
+/// server.
+pub const POOL_IDLE: Duration = Duration::from_secs(12);
 
 /// The pooled keep-alive HTTP/1 client every outgoing request uses.
 pub type HttpPool = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;

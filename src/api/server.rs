@@ -48,10 +48,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Each peer keeps a few pooled connections to a node, more while mail,
 /// repair and gossip run at once; 256 covers dozens of peers.
 pub const DEFAULT_PEER_RESERVE: usize = 256;
-/// Longer than the idle time after which hearsay's own clients stop reusing
-/// a pooled connection ([`crate::client::POOL_IDLE`]), so the server never
-/// closes one they are about to reuse.
+/// Longer than the longest time hearsay's own clients leave a pooled
+/// connection idle (twice [`crate::client::POOL_IDLE`]), so the server
+/// never closes one they are about to reuse.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const _: () = assert!(2 * crate::client::POOL_IDLE.as_secs() < DEFAULT_READ_TIMEOUT.as_secs());
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
