@@ -297,6 +297,7 @@ fn expect_success(resp: &hearsay::client::Response) -> Result<()> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     raise_open_files_limit();
+    ignore_file_size_signal();
     let node_id = NodeId::new(&args.node_id)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -362,6 +363,16 @@ fn raise_open_files_limit() {
                 tracing::debug!("could not raise the open-file limit");
             }
         }
+    }
+}
+
+/// A write past the file-size limit (`ulimit -f`) then fails with EFBIG,
+/// which storage reports like a full disk, instead of SIGXFSZ killing the
+/// node mid-write with a core dump.
+fn ignore_file_size_signal() {
+    // SAFETY: sets the disposition of one signal to "ignore", touching no memory.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

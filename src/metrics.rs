@@ -65,6 +65,8 @@ pub struct Metrics {
     pub shard_keys: Family<ShardLabels, Gauge>,
     pub shard_records: Family<ShardLabels, Gauge>,
     pub storage_bytes: Gauge<u64, AtomicU64>,
+    /// 1 once a storage write has failed and the node takes no more writes.
+    pub storage_failed: Gauge,
     pub quarantined: Gauge<u64, AtomicU64>,
     /// How far ahead this node's clock is while it refuses writes for it; 0 otherwise.
     pub clock_refusing_ms: Gauge<u64, AtomicU64>,
@@ -113,6 +115,7 @@ impl Metrics {
         let shard_keys = Family::<ShardLabels, Gauge>::default();
         let shard_records = Family::<ShardLabels, Gauge>::default();
         let storage_bytes = Gauge::<u64, AtomicU64>::default();
+        let storage_failed = Gauge::default();
         let quarantined = Gauge::<u64, AtomicU64>::default();
         let clock_refusing_ms = Gauge::<u64, AtomicU64>::default();
         let clock_steps = Counter::default();
@@ -192,6 +195,11 @@ impl Metrics {
         registry.register("shard_records", "Records (values and tombstones) per shard on this node", shard_records.clone());
         registry.register("storage_bytes", "Bytes the storage engine occupies on disk", storage_bytes.clone());
         registry.register(
+            "storage_failed",
+            "1 once a storage write failed with an I/O error: the node takes no more writes until it is restarted",
+            storage_failed.clone(),
+        );
+        registry.register(
             "quarantined_records",
             "Damaged records moved aside at open (held for inspection in the data dir's quarantine tree)",
             quarantined.clone(),
@@ -233,6 +241,7 @@ impl Metrics {
             shard_keys,
             shard_records,
             storage_bytes,
+            storage_failed,
             quarantined,
             clock_refusing_ms,
             clock_steps,

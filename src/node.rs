@@ -184,7 +184,9 @@ async fn renew_clock_reservation(hlc: Arc<Hlc>, shutdown: impl Future<Output = (
                 match tokio::task::spawn_blocking(move || hlc.renew_reservation()).await {
                     Ok(Ok(_)) => {}
                     // A write that needs the mark tries again itself and fails visibly.
-                    Ok(Err(e)) => tracing::warn!(error = %e, "renewing the clock's persisted reservation failed"),
+                    // A failed storage was logged once when it failed.
+                    Ok(Err(e)) if !matches!(e, StorageError::Failed(_)) => tracing::warn!(error = %e, "renewing the clock's persisted reservation failed"),
+                    Ok(Err(_)) => {}
                     Err(e) => tracing::error!(error = %e, "clock reservation task panicked"),
                 }
             }

@@ -9,8 +9,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-pub async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// Alive, unless storage has failed: then only a restart helps, which is
+/// what a liveness check is for.
+pub async fn health(State(st): State<AppState>) -> Response {
+    match storage_failed(&st) {
+        Some(err) => err.into_response(),
+        None => Json(json!({ "status": "ok" })).into_response(),
+    }
+}
+
+/// The answer of a node whose storage takes no more writes.
+fn storage_failed(st: &AppState) -> Option<super::error::ApiError> {
+    let reason = st.repl.kv.storage().failure()?;
+    Some(crate::storage::StorageError::Failed(reason).into())
 }
 
 /// Ready once storage is open (it is before the listener serves) and every
@@ -19,7 +30,9 @@ pub async fn health() -> Json<serde_json::Value> {
 /// it requests (it still forwards those it gets). Nor is a node whose clock
 /// most peers find far behind theirs: it refuses writes until it is right.
 pub async fn ready(State(st): State<AppState>) -> Response {
-    if st.repl.membership.is_retired() {
+    if let Some(err) = storage_failed(&st) {
+        err.into_response()
+    } else if st.repl.membership.is_retired() {
         let err = super::error::ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             super::error::DECOMMISSIONED,
@@ -114,6 +127,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         st.metrics.shard_records.get_or_create(&label).set(counts.records as i64);
     }
     st.metrics.storage_bytes.set(storage.size_on_disk());
+    st.metrics.storage_failed.set(i64::from(storage.failure().is_some()));
     st.metrics.quarantined.set(storage.quarantine().total());
     st.metrics.clock_refusing_ms.set(st.repl.kv.hlc().check_trusted().err().map_or(0, |e| e.ahead_ms()));
     let now = st.repl.kv.hlc().wall_ms();

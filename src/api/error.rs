@@ -99,6 +99,11 @@ impl From<VersionParseError> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> ApiError {
+        if let StorageError::Failed(_) = e {
+            // Logged once, when the storage failed. Another node may take
+            // the request, so it is a 503 like any node that cannot serve.
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_failed", e.to_string());
+        }
         tracing::error!(error = %e, "storage error");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
     }

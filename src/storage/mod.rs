@@ -34,6 +34,12 @@ pub enum StorageError {
     Migration(#[from] migrations::MigrationError),
     #[error("flushing to disk failed; the write is applied but not known to be durable")]
     FlushFailed,
+    /// A write failed with an I/O error, after which sled takes no more
+    /// writes: the node must be restarted once the cause is fixed.
+    #[error(
+        "storage failed ({0}) and takes no writes until this node is restarted; fix the cause (e.g. free disk space), then restart it"
+    )]
+    Failed(String),
     #[error("data dir {dir} is in use by another process (its lock was not released within 5 s)")]
     Locked { dir: String },
     #[error("shard {shard} does not exist (the store has {shards} shards)")]
@@ -207,6 +213,12 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Bytes the engine occupies on disk (0 for memory).
     fn size_on_disk(&self) -> u64;
+
+    /// Why the engine takes no more writes, once a write has failed in a
+    /// way it does not recover from (see [`StorageError::Failed`]).
+    fn failure(&self) -> Option<String> {
+        None
+    }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StorageError>;

@@ -45,6 +45,10 @@ pub struct SledStorage {
     /// Counts change as restored records are released.
     quarantine: Mutex<Quarantine>,
     floors: super::floor::Floors,
+    /// The I/O error of the first write that failed. sled keeps that error
+    /// and returns it to every later write, even once the disk has room
+    /// again, so from then on the node is failed until it is restarted.
+    failed: std::sync::OnceLock<String>,
 }
 
 /// Key stripes: enough that two writers rarely share one, few enough to
@@ -202,7 +206,23 @@ impl SledStorage {
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         let floors = super::floor::Floors::load(shards, |k| Ok(meta.get(k)?.map(|v| v.to_vec())))?;
         let quarantine = Mutex::new(quarantine);
-        Ok(SledStorage { db, meta, shards: trees, counts, trees: merkle, stripes, quarantine, floors })
+        Ok(SledStorage { db, meta, shards: trees, counts, trees: merkle, stripes, quarantine, floors, failed: std::sync::OnceLock::new() })
+    }
+
+    /// Runs a write, and turns an I/O error into [`StorageError::Failed`]:
+    /// sled takes no write after one, so the first is logged once and every
+    /// later one reports it.
+    fn watch<T>(&self, write: impl FnOnce() -> Result<T, StorageError>) -> Result<T, StorageError> {
+        match write() {
+            Err(StorageError::Io(e)) => {
+                let reason = e.to_string();
+                if self.failed.set(reason.clone()).is_ok() {
+                    tracing::error!(error = %reason, "a storage write failed; sled takes no more writes: fix the cause, then restart this node");
+                }
+                Err(StorageError::Failed(self.failed.get().cloned().unwrap_or(reason)))
+            }
+            other => other,
+        }
     }
 
     /// Whether `shard` holds a record of `key` (one restored after quarantine).
@@ -258,19 +278,21 @@ impl Storage for SledStorage {
     }
 
     fn apply(&self, shard: ShardId, key: &[u8], record: &Record, pre: Precondition) -> Result<Applied, StorageError> {
-        let tree = self.tree(shard)?;
-        let leaf = crate::merkle::leaf_of(key);
-        let _held = self.hold(shard, leaf);
-        let current = tree.get(key)?.map(|v| codec::decode_head(&v)).transpose()?;
-        match decide(current.as_ref(), record, pre, self.floors.get(shard)) {
-            // A key whose record was quarantined is missing from a copy that
-            // is otherwise complete below the floor: a peer's copy restores it.
-            Some(Applied::BelowFloor) if self.is_quarantined(shard, key)? => {}
-            Some(outcome) => return Ok(outcome),
-            None => {}
-        }
-        self.replace(tree, shard, leaf, key, record)?;
-        Ok(Applied::Stored { previous: current })
+        self.watch(|| {
+            let tree = self.tree(shard)?;
+            let leaf = crate::merkle::leaf_of(key);
+            let _held = self.hold(shard, leaf);
+            let current = tree.get(key)?.map(|v| codec::decode_head(&v)).transpose()?;
+            match decide(current.as_ref(), record, pre, self.floors.get(shard)) {
+                // A key whose record was quarantined is missing from a copy that
+                // is otherwise complete below the floor: a peer's copy restores it.
+                Some(Applied::BelowFloor) if self.is_quarantined(shard, key)? => {}
+                Some(outcome) => return Ok(outcome),
+                None => {}
+            }
+            self.replace(tree, shard, leaf, key, record)?;
+            Ok(Applied::Stored { previous: current })
+        })
     }
 
     fn write_fresh(
@@ -281,45 +303,49 @@ impl Storage for SledStorage {
         pre: Precondition,
         stamp: StampFn<'_>,
     ) -> Result<(Record, Applied), StorageError> {
-        let tree = self.tree(shard)?;
-        let leaf = crate::merkle::leaf_of(key);
-        let _held = self.hold(shard, leaf);
-        if pre != Precondition::None {
-            let current = tree.get(key)?.map(|v| codec::decode_head(&v)).transpose()?;
-            if !pre.holds(current.as_ref()) {
-                let record = Record { version: Version::default(), value };
-                return Ok((record, Applied::PreconditionFailed { current }));
+        self.watch(|| {
+            let tree = self.tree(shard)?;
+            let leaf = crate::merkle::leaf_of(key);
+            let _held = self.hold(shard, leaf);
+            if pre != Precondition::None {
+                let current = tree.get(key)?.map(|v| codec::decode_head(&v)).transpose()?;
+                if !pre.holds(current.as_ref()) {
+                    let record = Record { version: Version::default(), value };
+                    return Ok((record, Applied::PreconditionFailed { current }));
+                }
             }
-        }
-        let record = Record { version: stamp()?, value };
-        match self.replace(tree, shard, leaf, key, &record)? {
-            (Some(raw), Some(head)) if head.version >= record.version => {
-                // Only a clock that broke its rule gets here: restore the newer record.
-                tracing::warn!(shard = shard.0, current = %head.version, stamped = %record.version, "fresh stamp older than the stored record; kept the stored one");
-                let stored = codec::decode(&raw)?;
-                self.replace(tree, shard, leaf, key, &stored)?;
-                Ok((record, Applied::Stale { current: head }))
+            let record = Record { version: stamp()?, value };
+            match self.replace(tree, shard, leaf, key, &record)? {
+                (Some(raw), Some(head)) if head.version >= record.version => {
+                    // Only a clock that broke its rule gets here: restore the newer record.
+                    tracing::warn!(shard = shard.0, current = %head.version, stamped = %record.version, "fresh stamp older than the stored record; kept the stored one");
+                    let stored = codec::decode(&raw)?;
+                    self.replace(tree, shard, leaf, key, &stored)?;
+                    Ok((record, Applied::Stale { current: head }))
+                }
+                (_, previous) => Ok((record, Applied::Stored { previous })),
             }
-            (_, previous) => Ok((record, Applied::Stored { previous })),
-        }
+        })
     }
 
     fn remove_version(&self, shard: ShardId, key: &[u8], version: Version) -> Result<bool, StorageError> {
-        let tree = self.tree(shard)?;
-        let leaf = crate::merkle::leaf_of(key);
-        let _held = self.hold(shard, leaf);
-        let Some(raw) = tree.get(key)? else { return Ok(false) };
-        let head = codec::decode_head(&raw)?;
-        if head.version != version {
-            return Ok(false);
-        }
-        let digest = codec::digest(key, &raw)?;
-        tree.remove(key)?;
-        self.trees.shard(shard.0).remove(leaf, &digest);
-        let c = &self.counts[shard.0 as usize];
-        c.records.fetch_sub(1, Ordering::Relaxed);
-        c.live.fetch_sub(i64::from(!head.tombstone), Ordering::Relaxed);
-        Ok(true)
+        self.watch(|| {
+            let tree = self.tree(shard)?;
+            let leaf = crate::merkle::leaf_of(key);
+            let _held = self.hold(shard, leaf);
+            let Some(raw) = tree.get(key)? else { return Ok(false) };
+            let head = codec::decode_head(&raw)?;
+            if head.version != version {
+                return Ok(false);
+            }
+            let digest = codec::digest(key, &raw)?;
+            tree.remove(key)?;
+            self.trees.shard(shard.0).remove(leaf, &digest);
+            let c = &self.counts[shard.0 as usize];
+            c.records.fetch_sub(1, Ordering::Relaxed);
+            c.live.fetch_sub(i64::from(!head.tombstone), Ordering::Relaxed);
+            Ok(true)
+        })
     }
 
     fn floors(&self) -> &super::floor::Floors {
@@ -377,12 +403,18 @@ impl Storage for SledStorage {
     }
 
     fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush()?;
-        Ok(())
+        self.watch(|| {
+            self.db.flush()?;
+            Ok(())
+        })
     }
 
     fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failed.get().cloned()
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
@@ -390,8 +422,10 @@ impl Storage for SledStorage {
     }
 
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
-        self.meta.insert(key, value)?;
-        Ok(())
+        self.watch(|| {
+            self.meta.insert(key, value)?;
+            Ok(())
+        })
     }
 
     fn quarantine(&self) -> Quarantine {
@@ -411,35 +445,41 @@ impl Storage for SledStorage {
     }
 
     fn release_restored(&self) -> Result<u64, StorageError> {
-        let tree = self.db.open_tree(aux_tree_name(QUARANTINE_TREE))?;
-        let mut released = 0;
-        for item in tree.iter() {
-            let (raw, _) = item?;
-            let Some((shard, key)) = split_quarantine_key(&raw) else { continue };
-            // Counted only by the release that removed it, should two run at once.
-            if self.holds(shard, key)? && tree.remove(&raw)?.is_some() {
-                let mut q = self.quarantine_counts();
-                if let Some(n) = q.held.get_mut(&shard) {
-                    *n = n.saturating_sub(1);
+        self.watch(|| {
+            let tree = self.db.open_tree(aux_tree_name(QUARANTINE_TREE))?;
+            let mut released = 0;
+            for item in tree.iter() {
+                let (raw, _) = item?;
+                let Some((shard, key)) = split_quarantine_key(&raw) else { continue };
+                // Counted only by the release that removed it, should two run at once.
+                if self.holds(shard, key)? && tree.remove(&raw)?.is_some() {
+                    let mut q = self.quarantine_counts();
+                    if let Some(n) = q.held.get_mut(&shard) {
+                        *n = n.saturating_sub(1);
+                    }
+                    q.held.retain(|_, n| *n > 0);
+                    released += 1;
                 }
-                q.held.retain(|_, n| *n > 0);
-                released += 1;
             }
-        }
-        if released > 0 {
-            self.db.flush()?;
-        }
-        Ok(released)
+            if released > 0 {
+                self.db.flush()?;
+            }
+            Ok(released)
+        })
     }
 
     fn aux_put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.db.open_tree(aux_tree_name(tree))?.insert(key, value)?;
-        Ok(())
+        self.watch(|| {
+            self.db.open_tree(aux_tree_name(tree))?.insert(key, value)?;
+            Ok(())
+        })
     }
 
     fn aux_remove(&self, tree: &str, key: &[u8]) -> Result<(), StorageError> {
-        self.db.open_tree(aux_tree_name(tree))?.remove(key)?;
-        Ok(())
+        self.watch(|| {
+            self.db.open_tree(aux_tree_name(tree))?.remove(key)?;
+            Ok(())
+        })
     }
 
     fn aux_get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
