@@ -243,7 +243,16 @@ async fn status(target: &Target) -> Result<()> {
                 let pending: u64 =
                     mail["peers"].as_array().map_or(0, |p| p.iter().map(|x| x["pending_records"].as_u64().unwrap_or(0)).sum());
                 let dropped: u64 = mail["peers"].as_array().map_or(0, |p| p.iter().map(|x| x["dropped"].as_u64().unwrap_or(0)).sum());
-                out!("  {id:<8} {addr:<22} up    gossip: {health:<8} mail pending {pending}, dropped {dropped}");
+                // A node that answers but whose storage failed takes no writes.
+                let unhealthy = match mc.get_path("/health").await {
+                    Ok(resp) if !resp.status.is_success() => Some(resp.error_message()),
+                    _ => None,
+                };
+                let state = if unhealthy.is_some() { "FAILED" } else { "up" };
+                out!("  {id:<8} {addr:<22} {state:<6} gossip: {health:<8} mail pending {pending}, dropped {dropped}");
+                if let Some(why) = unhealthy {
+                    out!("           {why}");
+                }
                 let ae = admin_json(&mc, "/admin/anti-entropy").await.unwrap_or_default();
                 if let Some(run) = ae.get("running").filter(|r| !r.is_null()) {
                     let (done, total) = (&run["shards_done"], &run["shards_total"]);
@@ -265,7 +274,7 @@ async fn status(target: &Target) -> Result<()> {
                     }
                 }
             }
-            Err(e) => out!("  {id:<8} {addr:<22} DOWN  gossip: {health:<8} ({e})"),
+            Err(e) => out!("  {id:<8} {addr:<22} DOWN   gossip: {health:<8} ({e})"),
         }
     }
     let differing: Vec<u64> = roots.iter().filter(|(_, r)| r.iter().any(|(_, x)| *x != r[0].1)).map(|(s, _)| *s).collect();

@@ -78,6 +78,9 @@ async fn a_full_disk_fails_the_node_loudly_and_loses_no_acknowledged_write() {
     }
     let metrics = client.get_path("/metrics").await.unwrap().text();
     assert!(metrics.lines().any(|l| l == "hearsay_storage_failed 1"), "{metrics}");
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_hearsay")).args(["status", "--node", &node.url]).output().await.unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains(" FAILED ") && status.contains("storage failed (") && status.contains("restart"), "{status}");
 
     // Logged once, not per request nor by the clock's twice-a-second renewal.
     tokio::time::sleep(Duration::from_millis(1500)).await;
