@@ -10,6 +10,7 @@ use hearsay::config::{
     ANTI_ENTROPY_INTERVAL_SECS, DEFAULT_ANTI_ENTROPY_INTERVAL_SECS, DEFAULT_REPLICATION_FACTOR, DEFAULT_RETRY_MAX_BYTES,
     DEFAULT_RETRY_MAX_RECORDS, DEFAULT_WRITE_TIMEOUT, MIN_CACHE_BYTES,
 };
+use hearsay::storage::MAX_SHARDS;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -50,9 +51,9 @@ pub enum Command {
         /// with the new value and run `hearsay repair --wait`.
         #[arg(long, default_value_t = DEFAULT_REPLICATION_FACTOR as u32, value_parser = clap::value_parser!(u32).range(1..))]
         replication_factor: u32,
-        /// --shards of every node: fixed when the data dirs are created
-        /// (default 64); a later run with another value is refused.
-        #[arg(long)]
+        /// --shards of every node (1..=65536): fixed when the data dirs are
+        /// created (default 64); a later run with another value is refused.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_SHARDS as i64))]
         shards: Option<u32>,
     },
     /// Store a value (from the argument, --file, or stdin).
@@ -163,8 +164,8 @@ pub struct ServeArgs {
     /// Where the node keeps its data.
     #[arg(long, env = "HEARSAY_DATA_DIR", default_value = "hearsay-data")]
     pub data_dir: PathBuf,
-    /// Shards of a new cluster (fixed once created; default 64).
-    #[arg(long, env = "HEARSAY_SHARDS")]
+    /// Shards of a new cluster (1..=65536; fixed once created; default 64).
+    #[arg(long, env = "HEARSAY_SHARDS", value_parser = clap::value_parser!(u32).range(1..=MAX_SHARDS as i64))]
     pub shards: Option<u32>,
     /// When writes are flushed to disk.
     #[arg(long, env = "HEARSAY_SYNC", value_enum, default_value_t = SyncMode::Periodic)]

@@ -62,6 +62,8 @@ fn out_of_range_flags_are_refused_before_anything_starts() {
     type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>, &'a str);
     let cases: &[Case] = &[
         (&["--replication-factor", "0"], None, "--replication-factor"),
+        (&["--shards", "0"], None, "--shards"),
+        (&[], Some(("HEARSAY_SHARDS", "65537")), "--shards"),
         (&[], Some(("HEARSAY_REPLICATION_FACTOR", "0")), "--replication-factor"),
         (&["--write-timeout-ms", "0"], None, "--write-timeout-ms"),
         (&["--anti-entropy-interval", "0"], None, "--anti-entropy-interval"),

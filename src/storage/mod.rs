@@ -308,6 +308,9 @@ pub const META_SHARDS: &str = "shards";
 pub const META_RUNNING: &str = "running";
 /// Shards in a new cluster when `--shards` is not given.
 pub const DEFAULT_SHARDS: u32 = 64;
+/// The most shards a cluster can have (the shard list of a repair run and
+/// the Merkle trees in memory grow with it).
+pub const MAX_SHARDS: u32 = 65_536;
 
 /// Decides the last-writer-wins outcome of applying `record` over `current`.
 /// Shared by every engine so they cannot disagree.

@@ -141,7 +141,7 @@ impl SledStorage {
     /// the shard count, opens every shard tree and counts its records.
     pub fn open(opts: &SledOptions) -> Result<SledStorage, StorageError> {
         if let Some(s) = opts.shards {
-            if s == 0 || s > 65_536 {
+            if s == 0 || s > super::MAX_SHARDS {
                 return Err(StorageError::BadShardCount(s));
             }
         }
