@@ -253,6 +253,11 @@ async fn status(target: &Target) -> Result<()> {
                 if let Some(why) = unhealthy {
                     out!("           {why}");
                 }
+                for p in mail["peers"].as_array().into_iter().flatten().filter(|p| p["pending_records"].as_u64().unwrap_or(0) > 0) {
+                    if let Some(error) = p["last_error"].as_str() {
+                        out!("           mail for {}: {error}", p["peer"].as_str().unwrap_or("?"));
+                    }
+                }
                 let ae = admin_json(&mc, "/admin/anti-entropy").await.unwrap_or_default();
                 if let Some(run) = ae.get("running").filter(|r| !r.is_null()) {
                     let (done, total) = (&run["shards_done"], &run["shards_total"]);

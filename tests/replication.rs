@@ -406,13 +406,18 @@ async fn a_503_says_which_replicas_did_not_count_and_why() {
     assert!(m.contains("peer n3 is unreachable: link is down"), "{m}");
     assert!(m.ends_with("; the write is still in flight and not rolled back"), "{m}");
     let m = refused(n1.put(b"why/2", "v", "w=all").await.unwrap());
-    assert!(m.contains("peer n3 has undelivered mail, so this write is queued behind it"), "{m}");
+    assert!(m.contains("peer n3 has undelivered mail (its last delivery failed: peer n3 is unreachable: link is down), so this write is queued behind it"), "{m}");
+    assert_eq!(mail_for(&n1, "n3").await["last_error"], "peer n3 is unreachable: link is down");
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_hearsay")).args(["status", "--node", n1.base()]).output().await.unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("mail for n3: peer n3 is unreachable: link is down"), "{status}");
     let m = refused(n1.get(b"why/1", "r=all").await.unwrap());
     assert!(m.starts_with("only 2 of the 3 required replicas answered the read in time"), "{m}");
     assert!(m.contains("peer n3 is unreachable: link is down") && !m.contains("write"), "{m}");
 
     cluster.net.heal_all();
     wait_until("n1's mail for n3 is delivered", Duration::from_secs(20), async || mail_for(&n1, "n3").await["pending_records"] == 0).await;
+    assert!(mail_for(&n1, "n3").await["last_error"].is_null(), "a delivery clears the last error");
     cluster.net.delay("n1", "n2", Duration::from_secs(3));
     let m = refused(n1.put(b"why/3", "v", "w=all").await.unwrap());
     assert!(m.contains("peer n2 had not answered within 1.5s") && !m.contains("n3"), "{m}");

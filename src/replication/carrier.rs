@@ -88,8 +88,9 @@ impl Carrier {
                 mailbox.delivered(&self.peer, &seqs).map_err(|e| e.to_string())
             }
             Err(e) => {
-                mailbox.failed_attempt(&self.peer, letters.len());
-                Err(e.to_string())
+                let error = e.to_string();
+                mailbox.failed_attempt(&self.peer, letters.len(), &error);
+                Err(error)
             }
         }
     }

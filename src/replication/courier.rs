@@ -93,6 +93,7 @@ async fn deliver(repl: &Arc<Replication>, peer: &str, parcels: Vec<Parcel>) {
         Err(error) => {
             tracing::debug!(peer, %error, records = parcels.len(), "direct mail failed; buffering");
             let reason = error.to_string();
+            repl.mailbox.note_failure(peer, &reason);
             for p in parcels {
                 repl.buffer(peer, &p.key, &p.record);
                 let _ = p.ack.send(Delivery::Buffered { reason: reason.clone() });

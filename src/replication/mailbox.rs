@@ -55,6 +55,9 @@ struct PeerQueue {
     dropped: u64,
     dirty: BTreeSet<u32>,
     notify: Arc<Notify>,
+    /// Why the latest delivery to this peer failed, until buffered mail
+    /// is delivered again.
+    last_error: Option<String>,
 }
 
 /// What `GET /admin/mail` shows for one peer.
@@ -68,6 +71,9 @@ pub struct PeerMailStats {
     pub retried: u64,
     pub dropped: u64,
     pub dirty_shards: Vec<u32>,
+    /// Why the latest delivery failed; `None` once buffered mail is
+    /// delivered again (or none ever failed).
+    pub last_error: Option<String>,
 }
 
 /// One buffered record ready to send.
@@ -294,13 +300,26 @@ impl Mailbox {
                 q.sent += 1;
             }
         }
+        q.last_error = None;
         Ok(())
     }
 
-    pub fn failed_attempt(&self, peer: &str, records: usize) {
+    /// A retry of `records` buffered letters failed with `error`.
+    pub fn failed_attempt(&self, peer: &str, records: usize, error: &str) {
         if let Some(q) = self.queues.lock().expect("mailbox lock").get_mut(peer) {
             q.retried += records as u64;
+            q.last_error = Some(error.to_string());
         }
+    }
+
+    /// Direct mail to `peer` failed with `error` (its records go to the buffer).
+    pub fn note_failure(&self, peer: &str, error: &str) {
+        self.queues.lock().expect("mailbox lock").entry(peer.to_string()).or_default().last_error = Some(error.to_string());
+    }
+
+    /// Why the latest delivery to `peer` failed, if none has succeeded since.
+    pub fn last_error(&self, peer: &str) -> Option<String> {
+        self.queues.lock().expect("mailbox lock").get(peer).and_then(|q| q.last_error.clone())
     }
 
     pub fn pending(&self, peer: &str) -> u64 {
@@ -345,6 +364,7 @@ impl Mailbox {
                 retried: q.retried,
                 dropped: q.dropped,
                 dirty_shards: q.dirty.iter().copied().collect(),
+                last_error: q.last_error.clone(),
             })
             .collect();
         out.sort_by(|a, b| a.peer.cmp(&b.peer));

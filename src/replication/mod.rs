@@ -232,7 +232,8 @@ impl Replication {
             // behind that mail (in write order) instead of racing it.
             if self.mailbox.pending(peer.name()) > 0 {
                 self.buffer(peer.name(), &key, &record);
-                missing.push(format!("peer {peer} has undelivered mail, so this write is queued behind it"));
+                let why = self.mailbox.last_error(peer.name()).map_or_else(String::new, |e| format!(" (its last delivery failed: {e})"));
+                missing.push(format!("peer {peer} has undelivered mail{why}, so this write is queued behind it"));
                 continue;
             }
             pending.push((peer.name(), self.mail(peer.name(), key.clone(), record.clone()).await));
