@@ -11,12 +11,7 @@ use hearsay::process::{ensure_secret_file, free_loopback_addrs, ChildNode, Clust
 use std::time::Duration;
 
 fn spawn(dir: &std::path::Path) -> ChildNode {
-    let args: Vec<String> =
-        ["--listen", "127.0.0.1:0", "--node-id", "crash", "--insecure", "--sync", "always", "--shards", "8", "--data-dir"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([dir.display().to_string()])
-            .collect();
+    let args = common::lone_child_args("crash", dir);
     ChildNode::spawn(std::path::Path::new(env!("CARGO_BIN_EXE_hearsay")), &args, None, Duration::from_secs(30)).expect("node starts")
 }
 

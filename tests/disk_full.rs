@@ -8,6 +8,8 @@
 //! The limit is set on this test process for the moment of the spawn and
 //! inherited by the child, so this file holds this one test only.
 
+mod common;
+
 use hearsay::client::Client;
 use hearsay::process::ChildNode;
 use std::time::Duration;
@@ -15,12 +17,7 @@ use std::time::Duration;
 const LIMIT_BYTES: u64 = 48 << 20;
 
 fn spawn(dir: &std::path::Path, log: &std::path::Path, file_size_limit: Option<u64>) -> ChildNode {
-    let args: Vec<String> =
-        ["--listen", "127.0.0.1:0", "--node-id", "full", "--insecure", "--sync", "always", "--shards", "8", "--data-dir"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([dir.display().to_string()])
-            .collect();
+    let args = common::lone_child_args("full", dir);
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     if let Some(limit) = file_size_limit {

@@ -437,3 +437,13 @@ pub async fn hearsay_status(node: &str, admin_token: Option<&str>) -> String {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     stdout
 }
+
+/// Arguments of a lone `hearsay serve` child on 127.0.0.1:0: no peers, no
+/// secret, `--sync=always` (so an acknowledged write is on disk), 8 shards.
+pub fn lone_child_args(node_id: &str, data_dir: &std::path::Path) -> Vec<String> {
+    ["--listen", "127.0.0.1:0", "--node-id", node_id, "--insecure", "--sync", "always", "--shards", "8", "--data-dir"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([data_dir.display().to_string()])
+        .collect()
+}
