@@ -104,7 +104,7 @@ pub enum RepairError {
     /// over nothing would report "completed" having checked nothing.
     #[error("shards is empty: omit it to run over every shard this node holds")]
     NoShards,
-    #[error("interval_secs must be 10..=604800, got {0}")]
+    #[error("interval_secs must be {min}..={max}, got {0}", min = crate::config::ANTI_ENTROPY_INTERVAL_SECS.start(), max = crate::config::ANTI_ENTROPY_INTERVAL_SECS.end())]
     BadInterval(u64),
     #[error(transparent)]
     Storage(#[from] StorageError),

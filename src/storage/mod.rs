@@ -26,7 +26,7 @@ pub enum StorageError {
     ShardCountMismatch { stored: u32, requested: u32 },
     #[error("data dir belongs to node {stored:?}, not {requested:?}")]
     NodeMismatch { stored: String, requested: String },
-    #[error("shard count must be 1..=65536, got {0}")]
+    #[error("shard count must be 1..={MAX_SHARDS}, got {0}")]
     BadShardCount(u32),
     #[error("the page cache must be at least {min} bytes, got {got}")]
     CacheTooSmall { min: u64, got: u64 },
@@ -392,6 +392,13 @@ pub fn mark_stopped(storage: &dyn Storage) -> Result<(), StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The limits in error messages come from the constants that enforce them.
+    #[test]
+    fn limit_messages_name_the_enforced_ranges() {
+        assert_eq!(StorageError::BadShardCount(0).to_string(), "shard count must be 1..=65536, got 0");
+        assert_eq!(crate::repair::RepairError::BadInterval(5).to_string(), "interval_secs must be 10..=604800, got 5");
+    }
 
     #[test]
     fn a_start_without_a_clean_stop_before_it_is_told_apart() {
