@@ -184,7 +184,17 @@ async fn repair(target: &Target, shards: Vec<u32>, mode: &str, wait: bool) -> Re
         let run = st["history"].as_array().and_then(|h| h.iter().find(|r| r["id"] == id.as_str())).cloned().unwrap_or_default();
         out!("{}", serde_json::to_string_pretty(&run)?);
         if run["outcome"] != "completed" {
-            bail!("run {id} ended {}", run["outcome"]);
+            // Say why here too: the JSON above lists each skipped shard.
+            let skipped: Vec<String> = run["replicas_skipped"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    format!("{} on {} shards ({})", s["node"].as_str().unwrap_or("?"), s["count"], s["reason"].as_str().unwrap_or("?"))
+                })
+                .collect();
+            let why = if skipped.is_empty() { String::new() } else { format!(": skipped {}", skipped.join("; ")) };
+            bail!("run {id} ended {}{why}", run["outcome"].as_str().unwrap_or("?"));
         }
         return Ok(());
     }

@@ -415,6 +415,13 @@ async fn a_down_replica_is_skipped_and_its_shards_stay_dirty() {
     assert_eq!(mail_for(&c0, "n3").await["dirty_shards"].as_array().unwrap().len(), dirty_before, "dirty marks cleared without repair");
     let metrics = c0.get_path("/metrics").await.unwrap().text();
     assert!(metrics.contains("hearsay_anti_entropy_runs_total 1"), "{metrics}");
+    // `hearsay repair --wait` fails, and its error line says whom it skipped and why.
+    let out =
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_hearsay")).args(["repair", "--wait", "--node", c0.base()]).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
+    assert!(!out.status.success() && line.contains(" ended partial: skipped n3 on "), "{stderr}");
+    assert!(line.contains("down, as gossip holds it") || line.contains("Connection refused"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
